@@ -16,7 +16,7 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pb2
 
-from cluster.api import errors
+from cluster.api import errors, grpc_names
 from cluster.api.gen.authpb import auth_pb2
 from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from cluster.api.gen.mvccpb import kv_pb2
@@ -244,3 +244,24 @@ def test_abort_and_from_rpc_error_round_trip_over_grpc() -> None:
     assert isinstance(known, errors.FUTURE_REV)
     assert known.code == grpc.StatusCode.OUT_OF_RANGE
     assert unknown is None
+
+
+# ---------------------------------------------------------------- method names
+
+
+def test_method_path_constants_cover_every_client_api_method() -> None:
+    constants = {
+        value
+        for name, value in vars(grpc_names).items()
+        if name.isupper() and isinstance(value, str) and value.startswith("/")
+    }
+    assert constants == set(grpc_names.METHODS)
+
+
+def test_method_info_describes_streaming_shape_and_message_classes() -> None:
+    watch = grpc_names.METHODS[grpc_names.WATCH]
+    assert (watch.service, watch.method, watch.grpc_type) == ("etcdserverpb.Watch", "Watch", "bidi_stream")
+    assert watch.request_class is rpc_pb2.WatchRequest
+    assert grpc_names.METHODS[grpc_names.SNAPSHOT].grpc_type == "server_stream"
+    assert grpc_names.METHODS[grpc_names.KV_RANGE].grpc_type == "unary"
+    assert grpc_names.METHODS[grpc_names.LOCK_LOCK].response_class is v3lock_pb2.LockResponse
