@@ -1,0 +1,247 @@
+"""The backend: one LMDB environment holding every bucket of a member's state.
+
+It plays the role of etcd's bbolt backend and lives at the same path (``member/snap/db``), as a single
+file (LMDB ``subdir=False``; LMDB adds a ``db-lock`` file beside it).
+
+Durability: the environment is opened with ``sync=True, metasync=False``. Every committed write
+transaction fsyncs its data pages; the meta page is written but not separately flushed, so a crash can
+lose the last committed transaction but never leaves a torn tree (LMDB falls back to the previous meta
+page). That is safe because the consistent index (the last applied raft index) is stored in ``meta`` in
+the same transaction as the data it covers: after a crash the WAL is replayed from that index.
+
+Map size: LMDB needs an upper bound for the file (address space only; the file grows as pages are used).
+:meth:`Backend.write` grows the map before a transaction when it is more than 3/4 used; if a single
+transaction still overflows, the transaction is aborted, the map is doubled and :class:`BackendGrown` is
+raised so the caller re-runs the whole batch (:meth:`Backend.run_write` does that loop for you).
+
+Opening named databases needs its own write transaction in LMDB, so every bucket Quorum knows is
+created at open; :meth:`bucket` opens others lazily and must not be called inside a write transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import lmdb
+
+__all__ = ["DEFAULT_MAP_SIZE", "KNOWN_BUCKETS", "Backend", "BackendGrown"]
+
+DEFAULT_MAP_SIZE = 8 << 30
+"""Initial LMDB map size: virtual address space, not disk; grows on demand."""
+
+DUPSORT_BUCKETS = frozenset({b"index", b"leasekeys"})
+"""Buckets whose keys hold many sorted values (LMDB dupsort)."""
+
+KNOWN_BUCKETS: tuple[bytes, ...] = (
+    b"kv",
+    b"index",
+    b"latest",
+    b"meta",
+    b"leasekeys",
+    b"lease",
+    b"auth",
+    b"authUsers",
+    b"authRoles",
+    b"members",
+    b"members_removed",
+    b"cluster",
+    b"alarm",
+)
+"""Buckets created when the backend opens (etcd's bucket names where one exists)."""
+
+_MAX_DBS = 32
+_CONSISTENT_INDEX_KEY = b"consistent_index"
+_INDEX_TERM = struct.Struct(">QQ")
+_T = TypeVar("_T")
+
+
+class BackendGrown(Exception):
+    """A write transaction overflowed the map; the map was grown and the batch must be re-run."""
+
+
+class Backend:
+    """An LMDB environment with Quorum's buckets, opened for crash-safe, batched writes."""
+
+    def __init__(self, path: Path, map_size: int = DEFAULT_MAP_SIZE) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._buckets: dict[bytes, lmdb._Database] = {}
+        self._env = self._open(map_size)
+
+    def _open(self, map_size: int) -> lmdb.Environment:
+        env = lmdb.open(
+            str(self.path),
+            map_size=map_size,
+            subdir=False,
+            max_dbs=_MAX_DBS,
+            sync=True,
+            metasync=False,
+            readahead=False,
+            lock=True,
+            max_readers=256,
+        )
+        self._buckets = {}
+        with env.begin(write=True) as txn:
+            for name in KNOWN_BUCKETS:
+                self._buckets[name] = env.open_db(name, txn=txn, dupsort=name in DUPSORT_BUCKETS)
+        return env
+
+    @property
+    def env(self) -> lmdb.Environment:
+        return self._env
+
+    @property
+    def map_size(self) -> int:
+        return int(self._env.info()["map_size"])
+
+    def bucket(self, name: bytes, dupsort: bool = False) -> lmdb._Database:
+        """The named database ``name``; opened (and created) on first use outside known buckets."""
+        db = self._buckets.get(name)
+        if db is None:
+            db = self._env.open_db(name, dupsort=dupsort)
+            self._buckets[name] = db
+        return db
+
+    # -- transactions ---------------------------------------------------------------------------------
+
+    def read(self) -> lmdb.Transaction:
+        """A consistent read snapshot (use as a context manager, or ``abort()`` it); never blocks and is
+        never blocked by the writer."""
+        return self._env.begin(write=False, buffers=False)
+
+    @contextmanager
+    def write(self) -> Iterator[lmdb.Transaction]:
+        """One write transaction, committed (and fsync'd) on exit, aborted on error."""
+        self._grow_if_needed()
+        txn = self._env.begin(write=True, buffers=False)
+        try:
+            yield txn
+        except lmdb.MapFullError:
+            txn.abort()
+            self._grow(self.map_size * 2)
+            raise BackendGrown() from None
+        except BaseException:
+            txn.abort()
+            raise
+        try:
+            txn.commit()
+        except lmdb.MapFullError:
+            self._grow(self.map_size * 2)
+            raise BackendGrown() from None
+
+    def run_write(self, fn: Callable[[lmdb.Transaction], _T]) -> _T:
+        """Run ``fn`` in a write transaction, re-running it after the map had to grow."""
+        while True:
+            try:
+                with self.write() as txn:
+                    return fn(txn)
+            except BackendGrown:
+                continue
+
+    def _grow_if_needed(self) -> None:
+        info = self._env.info()
+        used = (info["last_pgno"] + 1) * self._env.stat()["psize"]
+        if used * 4 > info["map_size"] * 3:
+            self._grow(info["map_size"] * 2)
+
+    def _grow(self, new_size: int) -> None:
+        self._env.set_mapsize(new_size)
+
+    # -- consistent index -----------------------------------------------------------------------------
+
+    def set_consistent_index(self, txn: lmdb.Transaction, index: int, term: int) -> None:
+        """Record the last applied raft entry, in the write transaction that applied it."""
+        txn.put(_CONSISTENT_INDEX_KEY, _INDEX_TERM.pack(index, term), db=self._buckets[b"meta"])
+
+    def consistent_index(self, txn: lmdb.Transaction | None = None) -> tuple[int, int]:
+        """(index, term) of the last applied raft entry; (0, 0) on a fresh backend."""
+        if txn is None:
+            with self.read() as rtxn:
+                return self.consistent_index(rtxn)
+        raw = txn.get(_CONSISTENT_INDEX_KEY, db=self._buckets[b"meta"])
+        if raw is None:
+            return 0, 0
+        index, term = _INDEX_TERM.unpack(raw)
+        return int(index), int(term)
+
+    # -- size, copy, defrag, hash ---------------------------------------------------------------------
+
+    def size(self) -> int:
+        """Bytes the database file occupies (etcd's ``db_total_size_in_bytes``)."""
+        return os.path.getsize(self.path)
+
+    def size_in_use(self) -> int:
+        """Bytes of pages holding live data: the file size minus what a defrag would reclaim."""
+        with self._env.begin() as txn:
+            stats = [self._env.stat()]
+            stats.extend(txn.stat(db) for db in self._buckets.values())
+        pages = 2  # the two LMDB meta pages
+        for st in stats:
+            pages += st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+        return min(pages * stats[0]["psize"], self.size())
+
+    def copy_to(self, dest: Path, compact: bool = True) -> None:
+        """A consistent copy of the whole database (a snapshot); ``compact`` drops free pages."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            dest.unlink()
+        with open(dest, "wb") as f:
+            self._env.copyfd(f.fileno(), compact=compact)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def defrag(self) -> None:
+        """Rewrite the file without free pages. No transaction may be open while this runs."""
+        tmp = self.path.with_name(self.path.name + ".defrag")
+        self.copy_to(tmp, compact=True)
+        map_size = self.map_size
+        self._env.close()
+        os.replace(tmp, self.path)
+        self._fsync_dir()
+        self._env = self._open(map_size)
+
+    def replace_with(self, source: Path) -> None:
+        """Swap in another database file (a snapshot received from the leader) and reopen."""
+        map_size = self.map_size
+        self._env.close()
+        os.replace(source, self.path)
+        self._fsync_dir()
+        self._env = self._open(map_size)
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def hash(self, ignore: frozenset[tuple[bytes, bytes]] = frozenset()) -> int:
+        """CRC-32 over every known bucket's name, keys and values, skipping ``(bucket, key)`` pairs.
+
+        Used to compare members' backends; not byte-compatible with etcd's (the layouts differ).
+        """
+        crc = 0
+        with self.read() as txn:
+            for name in KNOWN_BUCKETS:
+                crc = zlib.crc32(name, crc)
+                for key, value in txn.cursor(self._buckets[name]):
+                    if (name, key) in ignore:
+                        continue
+                    crc = zlib.crc32(value, zlib.crc32(key, crc))
+        return crc
+
+    def close(self) -> None:
+        self._env.close()
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,116 @@
+"""The LMDB backend: buckets, transactions, consistent index, growth, copy/defrag, hash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cluster.storage.backend import KNOWN_BUCKETS, Backend, BackendGrown
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "member" / "snap" / "db"
+
+
+def test_opens_a_single_file_at_etcds_path_with_every_known_bucket(db_path: Path) -> None:
+    with Backend(db_path, map_size=1 << 20) as be:
+        assert db_path.is_file()
+        with be.read() as txn:
+            for name in KNOWN_BUCKETS:
+                assert txn.stat(be.bucket(name))["entries"] == 0
+
+
+def test_write_commits_and_error_aborts(db_path: Path) -> None:
+    with Backend(db_path, map_size=1 << 20) as be:
+        kv = be.bucket(b"kv")
+        with be.write() as txn:
+            txn.put(b"a", b"1", db=kv)
+        with pytest.raises(ValueError), be.write() as txn:
+            txn.put(b"b", b"2", db=kv)
+            raise ValueError("boom")
+        with be.read() as txn:
+            assert txn.get(b"a", db=kv) == b"1"
+            assert txn.get(b"b", db=kv) is None
+
+
+def test_consistent_index_survives_reopen(db_path: Path) -> None:
+    with Backend(db_path, map_size=1 << 20) as be:
+        assert be.consistent_index() == (0, 0)
+        with be.write() as txn:
+            be.set_consistent_index(txn, 42, 7)
+            assert be.consistent_index(txn) == (42, 7)
+    with Backend(db_path, map_size=1 << 20) as be:
+        assert be.consistent_index() == (42, 7)
+
+
+def test_map_grows_and_run_write_retries_the_batch(db_path: Path) -> None:
+    with Backend(db_path, map_size=256 << 10) as be:
+        kv = be.bucket(b"kv")
+        start = be.map_size
+        calls = []
+
+        def batch(txn: object) -> int:
+            calls.append(1)
+            for i in range(400):
+                txn.put(b"%08d" % i, b"x" * 1000, db=kv)  # type: ignore[attr-defined]
+            return 400
+
+        assert be.run_write(batch) == 400
+        assert be.map_size > start
+        assert len(calls) >= 2
+        with be.read() as txn:
+            assert txn.stat(kv)["entries"] == 400
+
+
+def test_overflowing_write_raises_backend_grown_and_commits_nothing(db_path: Path) -> None:
+    with Backend(db_path, map_size=256 << 10) as be:
+        kv = be.bucket(b"kv")
+        with pytest.raises(BackendGrown), be.write() as txn:
+            for i in range(400):
+                txn.put(b"%08d" % i, b"x" * 1000, db=kv)
+        with be.read() as txn:
+            assert txn.stat(kv)["entries"] == 0
+
+
+def test_defrag_shrinks_file_and_keeps_data(db_path: Path) -> None:
+    with Backend(db_path, map_size=64 << 20) as be:
+        kv = be.bucket(b"kv")
+        with be.write() as txn:
+            for i in range(2000):
+                txn.put(b"%08d" % i, b"v" * 500, db=kv)
+        with be.write() as txn:
+            for i in range(1990):
+                txn.delete(b"%08d" % i, db=kv)
+        before = be.size()
+        assert be.size_in_use() < before
+        digest = be.hash()
+        be.defrag()
+        assert be.size() < before
+        assert be.hash() == digest
+        with be.read() as txn:
+            assert txn.stat(be.bucket(b"kv"))["entries"] == 10
+
+
+def test_copy_is_a_consistent_snapshot_and_replace_with_installs_it(db_path: Path, tmp_path: Path) -> None:
+    snap = tmp_path / "snap.db"
+    with Backend(db_path, map_size=1 << 20) as be:
+        kv = be.bucket(b"kv")
+        with be.write() as txn:
+            txn.put(b"k", b"old", db=kv)
+        be.copy_to(snap)
+        with be.write() as txn:
+            txn.put(b"k", b"new", db=kv)
+        be.replace_with(snap)
+        with be.read() as txn:
+            assert txn.get(b"k", db=be.bucket(b"kv")) == b"old"
+
+
+def test_hash_changes_with_data_but_ignores_listed_keys(db_path: Path) -> None:
+    with Backend(db_path, map_size=1 << 20) as be:
+        h0 = be.hash()
+        with be.write() as txn:
+            be.set_consistent_index(txn, 5, 1)
+        assert be.hash(ignore=frozenset({(b"meta", b"consistent_index")})) == h0
+        assert be.hash() != h0
