@@ -484,7 +484,9 @@ def _json_type(raw: Any) -> str:
         return "bool"
     if isinstance(raw, int | float):
         return "number"
-    return {str: "string", list: "array", dict: "object"}.get(type(raw), type(raw).__name__)
+    if isinstance(raw, str):
+        return "string"
+    return "array" if isinstance(raw, list) else "object" if isinstance(raw, dict) else type(raw).__name__
 
 
 def _file_value(flag: str, raw: Any) -> Any:
