@@ -2,7 +2,7 @@
 
 Tests that compare Quorum with real etcd must not depend on Quorum's own generated code or client (they
 would share its bugs), so this module encodes the handful of fields it needs itself and calls the gRPC
-methods with raw bytes. It covers Put, Range, DeleteRange and calling any method with any bytes.
+methods with raw bytes. It covers Put, Range, a Txn of puts and calling any method with any bytes.
 """
 
 from __future__ import annotations
@@ -137,6 +137,11 @@ def encode_range(
     return out
 
 
+def encode_txn_puts(puts: list[tuple[bytes, bytes]]) -> bytes:
+    """A TxnRequest with no compares whose success branch is one RequestOp{request_put} per pair."""
+    return b"".join(_field_bytes(2, _field_bytes(2, encode_put(k, v))) for k, v in puts)
+
+
 def prefix_end(prefix: bytes) -> bytes:
     """The range end covering every key that starts with ``prefix`` (etcd's GetPrefixRangeEnd)."""
     end = bytearray(prefix)
@@ -157,6 +162,9 @@ class RawKV:
             options=[
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.max_receive_message_length", max_message_bytes),
+                # A private subchannel: a channel opened after a restart must not inherit the
+                # reconnect backoff of another channel to the same address that saw the node die.
+                ("grpc.use_local_subchannel_pool", 1),
             ],
         )
 
@@ -177,6 +185,9 @@ class RawKV:
 
     def put(self, key: bytes, value: bytes, timeout: float = 5.0) -> Header:
         return decode_header(self.call("/etcdserverpb.KV/Put", encode_put(key, value), timeout))
+
+    def txn_puts(self, puts: list[tuple[bytes, bytes]], timeout: float = 5.0) -> Header:
+        return decode_header(self.call("/etcdserverpb.KV/Txn", encode_txn_puts(puts), timeout))
 
     def range(
         self,
