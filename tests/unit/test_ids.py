@@ -117,8 +117,8 @@ def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
             proc.kill()
         for proc in procs:
             proc.wait(timeout=10)
-        for log in logs:
-            log.close()
+        for handle in logs:
+            handle.close()
 
 
 @pytest.mark.etcd
