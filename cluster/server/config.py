@@ -551,6 +551,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfi
     if not config.data_dir:
         changes["data_dir"] = f"{config.name}.quorum"
     warnings += _deprecations(config)
+    warnings += _replace_unusable(config, changes, notices)
     changes["warnings"] = tuple(warnings)
     changes["notices"] = tuple(notices)
     config = dataclasses.replace(config, **changes)
@@ -575,6 +576,28 @@ def _deprecations(config: ServerConfig) -> list[str]:
         given = list(config.log_output)
         notes.append(f"Deprecated '--log-output' flag is set to {given}; use '--log-outputs'")
     return notes
+
+
+def _replace_unusable(config: ServerConfig, changes: dict[str, Any], notices: list[str]) -> list[str]:
+    """Values etcd accepts but swaps for a default (or only warns about) when the server starts."""
+    warnings = []
+    if config.snapshot_count == 0:
+        changes["snapshot_count"] = 100000
+        notices.append(
+            "updating snapshot-count to default (given-snapshot-count 0, updated-snapshot-count 100000)"
+        )
+    if not 4 <= config.bcrypt_cost <= 31:
+        changes["bcrypt_cost"] = 10
+        given = config.bcrypt_cost
+        warnings.append(f"use default bcrypt cost instead of the invalid given cost (given-cost {given})")
+    if config.max_request_bytes > 10 * 1024 * 1024:
+        warnings.append(f"exceeded recommended request limit (max-request-bytes {config.max_request_bytes})")
+    if config.quota_backend_bytes > MAX_QUOTA_BACKEND_BYTES:
+        warnings.append(
+            f"quota exceeds the maximum value (quota-size-bytes {config.quota_backend_bytes}, "
+            f"quota-maximum-size-bytes {MAX_QUOTA_BACKEND_BYTES})"
+        )
+    return warnings
 
 
 def validate(config: ServerConfig) -> None:
@@ -610,6 +633,8 @@ def validate(config: ServerConfig) -> None:
             "setting experimental-enable-lease-checkpoint-persist requires "
             "experimental-enable-lease-checkpoint"
         )
+    if config.discovery and not config.is_new_cluster:
+        raise ValueError("discovery URL should not be set when joining existing initial cluster")
     if not config.discovery and not config.discovery_srv:
         _validate_initial_cluster(config)
 

@@ -386,3 +386,28 @@ def test_replace_keeps_config_comparable() -> None:
     c = parse_config(SINGLE, {})
     assert dataclasses.replace(c, name="default") == c
     assert isinstance(c, ServerConfig)
+
+
+def test_zero_snapshot_count_means_the_default() -> None:
+    c = parse_config(["--snapshot-count=0"], {})
+    assert c.snapshot_count == 100000
+    assert any("updating snapshot-count to default" in n for n in c.notices)
+
+
+@pytest.mark.parametrize("cost", ["3", "32"])
+def test_out_of_range_bcrypt_cost_falls_back_to_default_with_a_warning(cost: str) -> None:
+    c = parse_config([f"--bcrypt-cost={cost}"], {})
+    assert c.bcrypt_cost == 10
+    assert any("invalid given cost" in w for w in c.warnings)
+
+
+def test_large_request_and_quota_limits_only_warn() -> None:
+    c = parse_config(["--max-request-bytes=20000000", "--quota-backend-bytes=10000000000"], {})
+    assert (c.max_request_bytes, c.quota_bytes) == (20000000, 10000000000)
+    assert any("exceeded recommended request limit" in w for w in c.warnings)
+    assert any("quota exceeds the maximum value" in w for w in c.warnings)
+
+
+def test_discovery_with_existing_state_is_rejected() -> None:
+    err = error_of(["--discovery=https://d.example/x", "--initial-cluster-state=existing"])
+    assert err.message == "discovery URL should not be set when joining existing initial cluster"
