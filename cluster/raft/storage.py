@@ -61,9 +61,12 @@ class MemoryStorage:
 
     __slots__ = ("_ents", "_hard_state", "_snapshot")
 
-    def __init__(self) -> None:
+    def __init__(self, conf_state: ConfState | None = None) -> None:
+        """`conf_state` seeds the membership of an otherwise empty store (handy in tests; real
+        clusters start with `bootstrap`)."""
         self._hard_state = EMPTY_HARD_STATE
-        self._snapshot = Snapshot()
+        meta = SnapshotMetadata(conf_state=conf_state) if conf_state is not None else SnapshotMetadata()
+        self._snapshot = Snapshot(metadata=meta)
         self._ents: list[Entry] = [Entry(term=0, index=0)]
 
     def initial_state(self) -> tuple[HardState, ConfState]:

@@ -98,7 +98,7 @@ def test_single_voter_elects_itself_by_ticking():
 
 
 def test_proposal_is_persisted_and_committed_in_the_same_ready():
-    node, storage = started_leader()
+    node, _storage = started_leader()
     node.propose(b"put a")
     assert node.has_ready()
     rd = node.ready()
@@ -139,7 +139,7 @@ def test_read_index_is_answered_at_once_with_commit_index():
 
 
 def test_many_read_index_requests_before_one_ready():
-    node, storage = started_leader()
+    node, _storage = started_leader()
     for i in range(5):
         node.read_index(f"r{i}".encode())
     rd = node.ready()
