@@ -286,7 +286,7 @@ _INT_BITS = {
 IGNORED_FLAGS = (
     "cluster-active-size", "cluster-remove-delay", "cluster-sync-interval", "config", "force",
     "max-result-buffer", "max-retry-attempts", "peer-heartbeat-interval", "peer-election-timeout",
-    "retry-interval", "snapshot", "v", "vv", "ca-file", "peer-ca-file",
+    "retry-interval", "snapshot", "v", "vv", "test.coverprofile", "test.outputdir",
 )  # fmt: skip
 _NOT_IN_FILE = frozenset({"config-file", "cert-file", "key-file", "client-cert-auth", "trusted-ca-file",
                           "auto-tls", "peer-cert-file", "peer-key-file", "peer-client-cert-auth",
@@ -439,7 +439,7 @@ def _from_environ(
                 raise ConfigError(f'invalid value "{text}" for {key}: {exc}') from None
             notices.append(f"recognized and used environment variable {key}={text}")
     for key in sorted(environ):
-        if key in used or key in (_env_key(p, "config-file") for p in ENV_PREFIXES):
+        if key in used or key in (_env_key(p, f) for p in ENV_PREFIXES for f in ("config-file", "version")):
             continue
         if any(key.startswith(p + "_") for p in ENV_PREFIXES):
             warnings.append(f"unrecognized environment variable {key}={environ[key]}")

@@ -411,3 +411,18 @@ def test_large_request_and_quota_limits_only_warn() -> None:
 def test_discovery_with_existing_state_is_rejected() -> None:
     err = error_of(["--discovery=https://d.example/x", "--initial-cluster-state=existing"])
     assert err.message == "discovery URL should not be set when joining existing initial cluster"
+
+
+def test_empty_env_var_still_conflicts_with_its_flag() -> None:
+    assert "conflicting environment variable" in error_of(["--name=a"], {"ETCD_NAME": ""}).message
+
+
+def test_version_env_var_is_not_reported_as_unknown() -> None:
+    assert not any("ETCD_VERSION" in w for w in parse_config([], {"ETCD_VERSION": "true"}).warnings)
+
+
+def test_help_lists_every_flag_with_its_default() -> None:
+    with pytest.raises(InfoRequested) as info:
+        parse_config(["--help"], {})
+    for flag in FLAG_NAMES:
+        assert f"  --{flag} '" in info.value.text
