@@ -13,6 +13,9 @@ then the record's structured fields under etcd's key names, e.g.::
   or ``extra=fields(local_member_id=...)`` which turns ``_`` into etcd's ``-``.
 * An exception logged with ``exc_info`` adds ``error`` and ``stacktrace``, as zap does at error level.
 
+``--log-outputs`` takes ``stderr``, ``stdout`` and file paths (appended to), several at once;
+``default`` means stderr (etcd would use journald under systemd; we never do).
+
 ``--logger capnslog`` produces the same JSON lines (etcd 3.5 removed capnslog; scripts that parse logs
 already expect zap's shape). Lines are emitted on lifecycle events only, never per request, so the
 formatter favours clarity over speed.
