@@ -182,6 +182,11 @@ class WriteTxn(_Reader):
     def compact_revision(self) -> int:
         return self._compact
 
+    @property
+    def has_changes(self) -> bool:
+        """True once the current entry changed something (its revision is ``revision + 1``)."""
+        return self._sub > 0
+
     def begin(self) -> None:
         """Start the changes of one raft entry."""
         self._sub = 0
