@@ -1,0 +1,73 @@
+"""`quorum`: parse the configuration once, set up logging, run the member until a signal stops it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from cluster.server.config import ConfigError, InfoRequested, ServerConfig, parse_config
+from cluster.server.log import setup_logging
+
+log = logging.getLogger("quorum.main")
+
+
+async def serve(cfg: ServerConfig) -> None:
+    """Start the member and its client server; return after SIGTERM/SIGINT and a clean shutdown."""
+    from cluster.server.node import QuorumNode
+    from cluster.services.grpc_server import build_server
+
+    node = QuorumNode(cfg)
+    await node.start()
+    server, health_servicer = build_server(node)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = asyncio.create_task(node.wait_ready())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if waiter.done():
+        from grpc_health.v1 import health_pb2
+
+        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        for url in cfg.listen_client_urls:
+            log.info("ready to serve client requests", extra={"address": url.netloc})
+            log.warning(
+                "serving client traffic insecurely; this is strongly discouraged!",
+                extra={"address": url.netloc},
+            )
+        await stopper
+    log.info("received signal; shutting down")
+    await server.stop(1.0)
+    await node.stop()
+    waiter.cancel()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = parse_config(args, os.environ)
+    except InfoRequested as info:
+        print(info.text)
+        return
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        sys.exit(exc.exit_code)
+    setup_logging(cfg)
+    try:
+        import uvloop
+
+        uvloop.run(serve(cfg))
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(serve(cfg))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,377 @@
+"""The Quorum member: storage, Raft, apply, and the request pipeline that services call into.
+
+Write path: a servicer calls `propose(...)`; the request gets an id, is encoded once as an
+InternalRaftRequest, size-checked, and handed to the RaftDriver, which batches everything that arrived
+since its last round into one WAL fsync. Once committed and applied (many entries per backend
+transaction) the result comes back through the id's future.
+
+Read path: serializable reads go straight to the local store; linearizable reads join the current
+ReadIndex round (one round serves every read waiting for it) and run once this member has applied up
+to the index the leader confirmed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cluster.api import errors
+from cluster.api.gen.etcdserverpb import rpc_pb2
+from cluster.api.gen.quorumpb import internal_pb2
+from cluster.mvcc import KVStore
+from cluster.raft import RaftConfig, RawNode
+from cluster.raft.types import ConfChange, Entry, ReadState, SoftState, StateType
+from cluster.server import data_dir, ids
+from cluster.server.apply import EntryApplier
+from cluster.server.config import ServerConfig
+from cluster.server.kv_apply import KVApplier
+from cluster.server.membership import Membership
+from cluster.server.raft_driver import RaftDriver
+from cluster.server.request_ids import RequestIdGenerator
+from cluster.server.wait import IndexWaiters, RequestWaiters
+from cluster.storage.backend import Backend
+from cluster.storage.snap import Snapshotter
+from cluster.storage.wal import WalSnapshot
+
+log = logging.getLogger("quorum.server")
+
+CLUSTER_VERSION = "3.4.0"
+SERVER_VERSION = "3.4.23"
+"""The etcd version Quorum is wire-compatible with; reported where etcd reports its own version."""
+
+_READ_CTX = struct.Struct(">Q")
+SNAPSHOT_CATCH_UP_ENTRIES = 5000
+"""Entries kept in the raft log behind a snapshot so slow followers can catch up without one."""
+
+
+class QuorumNode:
+    """One member. Created with a config; `start()` opens storage and starts Raft; `stop()` closes."""
+
+    def __init__(self, cfg: ServerConfig) -> None:
+        self.cfg = cfg
+        self.member_id = 0
+        self.cluster_id = 0
+        self._waiters = RequestWaiters()
+        self._index_waiters = IndexWaiters()
+        self._read_seq = 0
+        self._open_read: asyncio.Future[None] | None = None
+        self._open_read_ctx = b""
+        self._reads_in_flight: dict[bytes, asyncio.Future[None]] = {}
+        self._driver_task: asyncio.Task[None] | None = None
+        self._request_timeout = 5.0 + 2 * cfg.election_timeout / 1000.0
+        self._published = asyncio.Event()
+        self._leader_ready = asyncio.Event()
+        self.cluster_version = ""
+        self.started_at = time.time()
+        self._compaction_wanted = asyncio.Event()
+        self._compaction_done = asyncio.Event()
+        self._compaction_done.set()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ---- lifecycle ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.cfg
+        data_dir.prepare_dirs(cfg.member_dir, cfg.wal_path, cfg.snap_dir)
+        if data_dir.has_wal(cfg.wal_path):
+            opened = data_dir.open_member_log(cfg.wal_path, cfg.snap_dir)
+            log.info(
+                "restarting local member",
+                extra={"cluster-id": ids.format_id(opened.cluster_id),
+                       "local-member-id": ids.format_id(opened.member_id),
+                       "commit-index": opened.hard_state.commit},
+            )
+        else:
+            opened = self._create_member_log()
+        self.member_id = opened.member_id
+        self.cluster_id = opened.cluster_id
+        self._wal = opened.wal
+        self._storage = opened.storage
+        self.backend = Backend(Path(cfg.backend_path))
+        self.store = KVStore(self.backend)
+        self.membership = Membership(self.backend, self.cluster_id)
+        # No lessor yet (issue 4): no lease exists, so attaching one fails as etcd fails for unknown ids.
+        self.kv = KVApplier(self.store, lease_exists=lambda lease_id: False)
+        self.applier = EntryApplier(self.store, self.kv, self.membership,
+                                    on_cluster_version=self._set_cluster_version)
+        self._index_waiters.applied = self.applier.applied_index
+        self._ids = RequestIdGenerator(self.member_id)
+        applied = opened.snapshot.metadata.index if opened.snapshot else 0
+        self._snapshotter = Snapshotter(Path(cfg.snap_dir))
+        self._snap_index = applied
+        self.raw = RawNode(RaftConfig(
+            id=self.member_id,
+            storage=self._storage,
+            election_tick=cfg.election_ticks,
+            heartbeat_tick=cfg.heartbeat_ticks,
+            applied=applied,
+            max_size_per_msg=1024 * 1024,
+            max_inflight_msgs=4096 // 8,
+            check_quorum=True,
+            pre_vote=cfg.pre_vote,
+        ))
+        self.driver = RaftDriver(
+            self.raw, self._storage, self._wal,
+            heartbeat_s=cfg.tick_seconds,
+            apply=self._apply_entries,
+            on_read_states=self._on_read_states,
+            on_soft_state=self._on_soft_state,
+            on_proposals_dropped=self._on_dropped,
+            read_request=self._take_read_request,
+        )
+        self._driver_task = asyncio.create_task(self.driver.run(), name="raft-driver")
+        self._driver_task.add_done_callback(self._driver_done)
+        if self._single_voter():
+            self.driver.call_soon(lambda raw: raw.campaign())
+        self._spawn(self._publish(), "publish")
+        self._spawn(self._run_compactions(), "compactor")
+        if self.store.compaction_pending:
+            self._request_compaction()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _create_member_log(self) -> data_dir.OpenedLog:
+        cfg = self.cfg
+        peers_by_name = cfg.initial_peers
+        member_ids = ids.initial_member_ids(peers_by_name, cfg.initial_cluster_token)
+        if cfg.name not in member_ids:
+            raise RuntimeError(f"couldn't find local name {cfg.name!r} in the initial cluster configuration")
+        cluster_id = ids.cluster_id(member_ids.values())
+        peers: list[tuple[int, bytes]] = []
+        for name in sorted(member_ids, key=lambda n: member_ids[n]):
+            member = internal_pb2.Member(ID=member_ids[name])
+            member.raft_attributes.peer_urls.extend(str(u) for u in peers_by_name[name])
+            peers.append((member_ids[name], member.SerializeToString()))
+        opened = data_dir.create_member_log(cfg.wal_path, member_ids[cfg.name], cluster_id, peers)
+        log.info("starting local member", extra={"local-member-id": ids.format_id(opened.member_id),
+                                                 "cluster-id": ids.format_id(cluster_id)})
+        return opened
+
+    def _single_voter(self) -> bool:
+        return tuple(self.raw.status().conf_state.voters) == (self.member_id,)
+
+    def _driver_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("raft driver stopped", exc_info=task.exception())
+        self._waiters.fail_all(errors.STOPPED())
+        self._index_waiters.fail_all(errors.STOPPED())
+
+    async def stop(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        if self._driver_task is not None:
+            self.driver.stop()
+            try:
+                await asyncio.wait_for(self._driver_task, 5)
+            except (TimeoutError, Exception):
+                pass
+        self._wal.close()
+        self.backend.env.close()
+
+    async def _publish(self) -> None:
+        """Publish this member's name and client URLs through Raft (etcd's "publish")."""
+        attrs = internal_pb2.MemberAttributes(
+            name=self.cfg.name, client_urls=[str(u) for u in self.cfg.advertise_client_urls]
+        )
+        req = internal_pb2.InternalRaftRequest()
+        req.member_attributes.member_ID = self.member_id
+        req.member_attributes.attributes.CopyFrom(attrs)
+        while True:
+            try:
+                await self.propose(req)
+                break
+            except errors.EtcdError:
+                await asyncio.sleep(self.cfg.tick_seconds)
+        described = f"{{Name:{attrs.name} ClientURLs:[{' '.join(attrs.client_urls)}]}}"
+        log.info("published local member to cluster through raft",
+                 extra={"local-member-id": ids.format_id(self.member_id),
+                        "local-member-attributes": described,
+                        "cluster-id": ids.format_id(self.cluster_id)})
+        if self.raw.status().soft_state.raft_state == StateType.LEADER and not self.cluster_version:
+            ver = internal_pb2.InternalRaftRequest()
+            ver.cluster_version.version = CLUSTER_VERSION
+            try:
+                await self.propose(ver)
+            except errors.EtcdError:
+                pass
+        self._published.set()
+
+    async def wait_ready(self) -> None:
+        await self._published.wait()
+
+    def _set_cluster_version(self, version: str) -> None:
+        if version != self.cluster_version:
+            self.cluster_version = version
+            log.info("enabled capabilities for version", extra={"cluster-version": version[:3]})
+
+    # ---- raft callbacks (run inside the driver task) ------------------------------------------------
+    def _apply_entries(self, entries: list[Entry]) -> Sequence[ConfChange]:
+        out = self.applier.apply(entries)
+        trigger = self._waiters.trigger
+        for request_id, result in out.results:
+            trigger(request_id, result)
+        self._index_waiters.advance(out.applied_index)
+        if out.compacted:
+            self._request_compaction()
+        if out.applied_index - self._snap_index > self.cfg.snapshot_count:
+            self._snapshot(out.applied_index, out.conf_changes)
+        return out.conf_changes
+
+    def _snapshot(self, index: int, pending_conf: Sequence[ConfChange]) -> None:
+        """Take a Raft snapshot at `index` and release the WAL and raft log before it.
+
+        Runs inside the driver task, between persisting and advancing, so no WAL write is in flight.
+        The backend is forced to disk first: once the WAL is released, it is the only copy.
+        """
+        if pending_conf:
+            return  # the conf state would not include them yet; try after the next batch
+        started = time.perf_counter()
+        self.backend.env.sync(True)
+        conf_state = self.raw.status().conf_state
+        snap = self._storage.create_snapshot(index, conf_state, b"")
+        self._snapshotter.save(snap)
+        self._wal.save_snapshot(WalSnapshot(snap.metadata.index, snap.metadata.term))
+        compact_to = index - SNAPSHOT_CATCH_UP_ENTRIES
+        if compact_to > self._storage.first_index():
+            self._storage.compact(compact_to)
+        self._wal.release_to(snap.metadata.index)
+        self._snapshotter.purge(self.cfg.max_snapshots)
+        self._snap_index = index
+        log.info("saved snapshot", extra={"snapshot-index": index,
+                                          "took": f"{(time.perf_counter() - started) * 1000:.3f}ms"})
+
+    # ---- physical compaction, in small write transactions between apply batches -------------------
+    def _request_compaction(self) -> None:
+        self._compaction_done.clear()
+        self._compaction_wanted.set()
+
+    async def _run_compactions(self) -> None:
+        batch = self.cfg.compaction_batch_limit
+        while True:
+            await self._compaction_wanted.wait()
+            self._compaction_wanted.clear()
+            started = time.perf_counter()
+            while not self.store.compact_batch(batch):
+                await asyncio.sleep(0.01)  # let apply batches and reads run in between
+            log.info("finished scheduled compaction",
+                     extra={"compact-revision": self.store.compact_revision,
+                            "took": f"{(time.perf_counter() - started) * 1000:.3f}ms"})
+            if not self._compaction_wanted.is_set():
+                self._compaction_done.set()
+
+    async def wait_compaction(self) -> None:
+        """Wait until scheduled compactions are physically done (CompactionRequest.physical)."""
+        await self._compaction_done.wait()
+
+    def _on_soft_state(self, ss: SoftState) -> None:
+        if ss.raft_state == StateType.LEADER:
+            self._leader_ready.set()
+        else:
+            self._leader_ready.clear()
+
+    def _on_dropped(self, request_ids: Sequence[int]) -> None:
+        for rid in request_ids:
+            self._waiters.trigger(rid, errors.NO_LEADER())
+
+    def _take_read_request(self) -> bytes | None:
+        """Close the open ReadIndex round: later readers start a new one."""
+        if self._open_read is None:
+            return None
+        ctx = self._open_read_ctx
+        self._reads_in_flight[ctx] = self._open_read
+        self._open_read = None
+        return ctx
+
+    def _on_read_states(self, states: list[ReadState]) -> None:
+        for rs in states:
+            fut = self._reads_in_flight.pop(rs.request_ctx, None)
+            if fut is None or fut.done():
+                continue
+            applied = self._index_waiters.wait(rs.index)
+            applied.add_done_callback(lambda f, fut=fut: _chain(f, fut))
+
+    # ---- request pipeline ---------------------------------------------------------------------------
+    async def propose(self, req: Any) -> Any:
+        """Replicate and apply one InternalRaftRequest; return its result or raise its EtcdError."""
+        rid = self._ids.next()
+        req.header.ID = rid
+        data = req.SerializeToString()
+        if len(data) > self.cfg.max_request_bytes:
+            raise errors.REQUEST_TOO_LARGE()
+        fut = self._waiters.register(rid)
+        self.driver.propose(rid, data)
+        try:
+            async with asyncio.timeout(self._request_timeout):
+                result = await fut
+        except TimeoutError:
+            self._waiters.cancel(rid)
+            raise errors.TIMEOUT() from None
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def read_barrier(self) -> None:
+        """Wait until a read started now may be served locally and be linearizable."""
+        fut = self._open_read
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._read_seq += 1
+            self._open_read = fut
+            self._open_read_ctx = _READ_CTX.pack(self._read_seq)
+            self.driver.read_index(b"")  # wakes the driver; it takes the ctx via _take_read_request
+        try:
+            async with asyncio.timeout(self._request_timeout):
+                await asyncio.shield(fut)
+        except TimeoutError:
+            raise errors.TIMEOUT() from None
+
+    def header(self, revision: int | None = None) -> rpc_pb2.ResponseHeader:
+        return rpc_pb2.ResponseHeader(
+            cluster_id=self.cluster_id,
+            member_id=self.member_id,
+            revision=self.store.current_revision if revision is None else revision,
+            raft_term=self.driver.leader.term,
+        )
+
+    def fill_header(self, header: Any, revision: int | None = None) -> None:
+        header.cluster_id = self.cluster_id
+        header.member_id = self.member_id
+        if revision is not None:
+            header.revision = revision
+        elif not header.revision:
+            header.revision = self.store.current_revision
+        header.raft_term = self.driver.leader.term
+
+    # ---- status -------------------------------------------------------------------------------------
+    @property
+    def leader_id(self) -> int:
+        return self.driver.leader.lead
+
+    @property
+    def applied_index(self) -> int:
+        return self.applier.applied_index
+
+    @property
+    def committed_index(self) -> int:
+        return self.raw.status().hard_state.commit
+
+    def is_leader(self) -> bool:
+        return self.driver.leader.state == StateType.LEADER
+
+
+def _chain(src: asyncio.Future[None], dst: asyncio.Future[None]) -> None:
+    if dst.done():
+        return
+    if src.cancelled():
+        dst.cancel()
+    elif src.exception() is not None:
+        dst.set_exception(src.exception())  # type: ignore[arg-type]
+    else:
+        dst.set_result(None)

@@ -1,0 +1,219 @@
+"""The I/O loop around the sans-IO Raft core (etcd's raftNode).
+
+One asyncio task owns the `RawNode`: nothing else calls into it. Requests from other tasks
+(proposals, ReadIndex requests, peer messages, ticks) are queued and a single wake-up event makes the
+loop take them all at once. That is where batching comes from: while one batch is being fsync'd in a
+worker thread, the proposals arriving meanwhile pile up and go into the next batch as one `MsgProp`
+(group commit).
+
+Per round the Ready contract is kept: persist hard state, entries and snapshot (WAL, one fdatasync),
+update the in-memory raft log, send messages, hand committed entries to the applier, then `advance`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from cluster.raft import MemoryStorage, ProposalDropped, RawNode
+from cluster.raft.types import (
+    NONE,
+    ConfChange,
+    Entry,
+    EntryType,
+    Message,
+    ReadState,
+    Snapshot,
+    SoftState,
+    StateType,
+)
+from cluster.storage.wal import WAL
+
+log = logging.getLogger("quorum.raft")
+
+
+@dataclass(slots=True)
+class LeaderState:
+    lead: int = NONE
+    state: StateType = StateType.FOLLOWER
+    term: int = 0
+
+
+class RaftDriver:
+    """Drives a RawNode: ticks, proposals, ReadIndex, persistence, and hand-off of committed entries.
+
+    `apply` is called synchronously with each batch of committed entries, after they are durable, and
+    returns the conf changes among them that Raft must learn about (the apply step decides whether a
+    membership change is valid; Raft only records the outcome).
+    """
+
+    def __init__(
+        self,
+        raw: RawNode,
+        storage: MemoryStorage,
+        wal: WAL,
+        *,
+        heartbeat_s: float,
+        apply: Callable[[list[Entry]], Sequence[ConfChange]],
+        apply_snapshot: Callable[[Snapshot], None] | None = None,
+        send: Callable[[list[Message]], None] | None = None,
+        on_read_states: Callable[[list[ReadState]], None] | None = None,
+        on_soft_state: Callable[[SoftState], None] | None = None,
+        on_proposals_dropped: Callable[[Sequence[int]], None] | None = None,
+        read_request: Callable[[], bytes | None] | None = None,
+    ) -> None:
+        self._raw = raw
+        self._storage = storage
+        self._wal = wal
+        self._heartbeat_s = heartbeat_s
+        self._apply = apply
+        self._apply_snapshot = apply_snapshot
+        self._send = send or (lambda msgs: None)
+        self._on_read_states = on_read_states or (lambda rs: None)
+        self._on_soft_state = on_soft_state or (lambda ss: None)
+        self._on_dropped = on_proposals_dropped or (lambda ids: None)
+        self._read_request = read_request or (lambda: None)
+        self._wake = asyncio.Event()
+        self._pending_data: list[bytes] = []
+        self._pending_ids: list[int] = []
+        self._read_wanted = False
+        self._pending_steps: list[Message] = []
+        self._pending_conf: list[ConfChange] = []
+        self._pending_ticks = 0
+        self._hooks: list[Callable[[RawNode], None]] = []
+        self._stopped = False
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
+        self.leader = LeaderState()
+        self.rounds = 0
+        self.persisted_entries = 0
+        self.fsync_seconds = 0.0
+
+    # ---- requests from other tasks ------------------------------------------------------------
+    def propose(self, request_id: int, data: bytes) -> None:
+        self._pending_data.append(data)
+        self._pending_ids.append(request_id)
+        self._wake.set()
+
+    def propose_conf_change(self, cc: ConfChange) -> None:
+        self._pending_conf.append(cc)
+        self._wake.set()
+
+    def read_index(self, ctx: bytes = b"") -> None:
+        """Ask for a ReadIndex round; the context is pulled from `read_request` when it starts, so
+        every reader that arrived before the round starts shares it."""
+        self._read_wanted = True
+        self._wake.set()
+
+    def step(self, msg: Message) -> None:
+        self._pending_steps.append(msg)
+        self._wake.set()
+
+    def call_soon(self, hook: Callable[[RawNode], None]) -> None:
+        """Run `hook(raw_node)` inside the loop at the next round (for rare operations)."""
+        self._hooks.append(hook)
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+
+    # ---- the loop -----------------------------------------------------------------------------
+    async def run(self) -> None:
+        ticker = asyncio.create_task(self._tick_forever(), name="raft-ticker")
+        try:
+            while not self._stopped:
+                await self._wake.wait()
+                self._wake.clear()
+                self._feed()
+                while self._raw.has_ready() and not self._stopped:
+                    await self._handle_ready()
+        finally:
+            ticker.cancel()
+            self._io.shutdown(wait=True)
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            self._pending_ticks += 1
+            self._wake.set()
+
+    def _feed(self) -> None:
+        raw = self._raw
+        if self._pending_ticks:
+            for _ in range(self._pending_ticks):
+                raw.tick()
+            self._pending_ticks = 0
+        if self._pending_steps:
+            steps, self._pending_steps = self._pending_steps, []
+            for msg in steps:
+                try:
+                    raw.step(msg)
+                except Exception:  # a malformed or stale peer message must not kill the node
+                    log.exception("dropped raft message", extra={"type": int(msg.type)})
+        if self._hooks:
+            hooks, self._hooks = self._hooks, []
+            for hook in hooks:
+                hook(raw)
+        if self._pending_conf:
+            confs, self._pending_conf = self._pending_conf, []
+            for cc in confs:
+                try:
+                    raw.propose_conf_change(cc)
+                except ProposalDropped:
+                    log.warning("dropped conf change proposal", extra={"node-id": cc.node_id})
+        if self._pending_data:
+            data, self._pending_data = self._pending_data, []
+            ids, self._pending_ids = self._pending_ids, []
+            try:
+                raw.propose_many(data)
+            except ProposalDropped:
+                self._on_dropped(ids)
+        if self._read_wanted:
+            self._read_wanted = False
+            ctx = self._read_request()
+            if ctx is not None:
+                raw.read_index(ctx)
+
+    async def _handle_ready(self) -> None:
+        raw = self._raw
+        rd = raw.ready()
+        self.rounds += 1
+        if rd.soft_state is not None:
+            self.leader.lead = rd.soft_state.lead
+            self.leader.state = rd.soft_state.raft_state
+            self._on_soft_state(rd.soft_state)
+        if rd.hard_state is not None:
+            self.leader.term = rd.hard_state.term
+        if rd.read_states:
+            self._on_read_states(rd.read_states)
+        # Persist before anything leaves this node or is applied.
+        snap = rd.snapshot
+        if snap is not None and not snap.is_empty() and self._apply_snapshot is not None:
+            self._apply_snapshot(snap)
+            self._storage.apply_snapshot(snap)
+        if rd.entries or rd.hard_state is not None:
+            started = time.perf_counter()
+            await asyncio.get_running_loop().run_in_executor(
+                self._io, functools.partial(self._wal.save, rd.hard_state, rd.entries, sync=rd.must_sync)
+            )
+            self.fsync_seconds += time.perf_counter() - started
+            self.persisted_entries += len(rd.entries)
+            if rd.entries:
+                self._storage.append(rd.entries)
+            if rd.hard_state is not None:
+                self._storage.set_hard_state(rd.hard_state)
+        if rd.messages:
+            self._send(rd.messages)
+        if rd.committed_entries:
+            for cc in self._apply(rd.committed_entries):
+                raw.apply_conf_change(cc)
+        raw.advance(rd)
+
+    @staticmethod
+    def is_conf_change(entry: Entry) -> bool:
+        return entry.type == EntryType.CONF_CHANGE

@@ -1,0 +1,80 @@
+"""Rendezvous points between request handlers and the apply loop.
+
+A handler registers interest (a request id, or an applied index) and awaits a future; the apply loop
+resolves futures in bulk after each batch. Both structures are touched only from the event loop
+thread, so they need no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from typing import Any
+
+
+class RequestWaiters:
+    """Futures keyed by proposal id; resolved when the proposal's entry is applied on this member."""
+
+    __slots__ = ("_futures",)
+
+    def __init__(self) -> None:
+        self._futures: dict[int, asyncio.Future[Any]] = {}
+
+    def register(self, request_id: int) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._futures[request_id] = fut
+        return fut
+
+    def cancel(self, request_id: int) -> None:
+        self._futures.pop(request_id, None)
+
+    def trigger(self, request_id: int, result: Any) -> None:
+        fut = self._futures.pop(request_id, None)
+        if fut is not None and not fut.done():
+            if isinstance(result, BaseException):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
+
+    def fail_all(self, exc: BaseException) -> None:
+        futures, self._futures = self._futures, {}
+        for fut in futures.values():
+            if not fut.done():
+                fut.set_exception(exc)
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+
+class IndexWaiters:
+    """Futures waiting for the applied index to reach a value (linearizable reads wait here)."""
+
+    __slots__ = ("_heap", "_seq", "applied")
+
+    def __init__(self, applied: int = 0) -> None:
+        self._heap: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self.applied = applied
+
+    def wait(self, index: int) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if index <= self.applied:
+            fut.set_result(None)
+        else:
+            heapq.heappush(self._heap, (index, next(self._seq), fut))
+        return fut
+
+    def advance(self, applied: int) -> None:
+        self.applied = applied
+        heap = self._heap
+        while heap and heap[0][0] <= applied:
+            _, _, fut = heapq.heappop(heap)
+            if not fut.done():
+                fut.set_result(None)
+
+    def fail_all(self, exc: BaseException) -> None:
+        heap, self._heap = self._heap, []
+        for _, _, fut in heap:
+            if not fut.done():
+                fut.set_exception(exc)

@@ -1,0 +1,68 @@
+"""The client-facing gRPC server: every etcd v3 service, gRPC health and reflection.
+
+Services Quorum does not implement yet are still registered (their generated base classes answer
+UNIMPLEMENTED), so clients get etcd's method set and a clear status rather than a missing service.
+"""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from cluster.api.gen.v3electionpb import v3election_pb2, v3election_pb2_grpc
+from cluster.api.gen.v3lockpb import v3lock_pb2, v3lock_pb2_grpc
+from cluster.server.config import ServerConfig
+from cluster.server.node import QuorumNode
+from cluster.services.kv import KVService
+from cluster.services.maintenance import ClusterService, MaintenanceService
+
+GRPC_OVERHEAD_BYTES = 512 * 1024
+"""Room above --max-request-bytes for gRPC framing, as etcd allows."""
+
+
+def server_options(cfg: ServerConfig) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", cfg.max_request_bytes + GRPC_OVERHEAD_BYTES),
+        ("grpc.max_send_message_length", 2**31 - 1),
+        ("grpc.max_concurrent_streams", min(cfg.max_concurrent_streams, 2**31 - 1)),
+        ("grpc.keepalive_time_ms", int(cfg.grpc_keepalive_interval * 1000)),
+        ("grpc.keepalive_timeout_ms", int(cfg.grpc_keepalive_timeout * 1000)),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(cfg.grpc_keepalive_min_time * 1000)),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def build_server(node: QuorumNode) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    server = grpc.aio.server(options=server_options(node.cfg))
+    rpc_pb2_grpc.add_KVServicer_to_server(KVService(node), server)
+    rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(node), server)
+    rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(node), server)
+    rpc_pb2_grpc.add_WatchServicer_to_server(rpc_pb2_grpc.WatchServicer(), server)
+    rpc_pb2_grpc.add_LeaseServicer_to_server(rpc_pb2_grpc.LeaseServicer(), server)
+    rpc_pb2_grpc.add_AuthServicer_to_server(rpc_pb2_grpc.AuthServicer(), server)
+    v3election_pb2_grpc.add_ElectionServicer_to_server(v3election_pb2_grpc.ElectionServicer(), server)
+    v3lock_pb2_grpc.add_LockServicer_to_server(v3lock_pb2_grpc.LockServicer(), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [
+        rpc_pb2.DESCRIPTOR.services_by_name[s].full_name
+        for s in ("KV", "Watch", "Lease", "Cluster", "Maintenance", "Auth")
+    ]
+    names += [
+        v3election_pb2.DESCRIPTOR.services_by_name["Election"].full_name,
+        v3lock_pb2.DESCRIPTOR.services_by_name["Lock"].full_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    ]
+    reflection.enable_server_reflection(names, server)
+    for url in node.cfg.listen_client_urls:
+        if url.is_tls:
+            raise RuntimeError(f"TLS client URL {url} is not supported yet")
+        server.add_insecure_port(f"{_grpc_host(url.bind_host())}:{url.port}")
+    return server, health_servicer
+
+
+def _grpc_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
