@@ -182,7 +182,7 @@ class ServerConfig:
     metrics: str = "basic"
     enable_grpc_gateway: bool = True
     # logging
-    logger: str = "capnslog"
+    logger: str = "zap"
     log_outputs: tuple[str, ...] = ("default",)
     log_output: tuple[str, ...] = ("default",)
     log_level: str = "info"
