@@ -1,1 +1,16 @@
-"""client."""
+"""Async etcd v3 client with endpoint failover, shared by quorumctl and the gRPC proxy."""
+
+from cluster.client.client import CallFailure, Client, TLSConfig
+from cluster.client.endpoints import Endpoint
+from cluster.client.errors import ClientError, DeadlineExceeded, NoEndpoints, go_status_text
+
+__all__ = [
+    "CallFailure",
+    "Client",
+    "ClientError",
+    "DeadlineExceeded",
+    "Endpoint",
+    "NoEndpoints",
+    "TLSConfig",
+    "go_status_text",
+]

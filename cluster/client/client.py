@@ -1,0 +1,355 @@
+"""An asyncio etcd v3 client on grpc.aio that fails over across endpoints.
+
+Requests and responses are the `etcdserverpb` messages themselves, so callers (quorumctl, the
+gRPC proxy) see exactly what travels on the wire. Failover follows clientv3's rules: a request
+that never reached a server (no connection) may go to the next endpoint whatever it is; a
+request that reached a server and failed with UNAVAILABLE is retried elsewhere only when it is
+safe to repeat (reads, status, alarms); other failures are raised at once — etcd's named errors
+as `cluster.api.errors.EtcdError`, the rest as `ClientError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from cluster.api import errors as etcd_errors
+from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from cluster.client.endpoints import Endpoint
+from cluster.client.errors import ClientError, DeadlineExceeded, NoEndpoints
+
+MAX_ATTEMPTS = 100
+RETRY_BACKOFF = 0.025
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    """Files for a TLS connection; all optional (system roots are used without ``ca_file``)."""
+
+    cert_file: str | None = None
+    key_file: str | None = None
+    ca_file: str | None = None
+    server_name: str | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: str | None) -> bytes | None:
+            if path is None:
+                return None
+            with open(path, "rb") as handle:
+                return handle.read()
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.ca_file),
+            private_key=read(self.key_file),
+            certificate_chain=read(self.cert_file),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CallFailure:
+    """One failed attempt, reported to ``on_call_failed`` before the client retries or raises."""
+
+    endpoint: str
+    method: str
+    attempt: int
+    code: grpc.StatusCode
+    details: str
+    pinned: bool = False
+
+
+_SERVICES: dict[str, Callable[[grpc.aio.Channel], Any]] = {
+    "KV": rpc_pb2_grpc.KVStub,
+    "Maintenance": rpc_pb2_grpc.MaintenanceStub,
+    "Cluster": rpc_pb2_grpc.ClusterStub,
+    "Lease": rpc_pb2_grpc.LeaseStub,
+    "Auth": rpc_pb2_grpc.AuthStub,
+}
+
+
+class _Connection:
+    """A lazily dialled channel to one endpoint, with its stubs."""
+
+    def __init__(self, endpoint: Endpoint, options: list[tuple[str, Any]], tls: TLSConfig | None) -> None:
+        self.endpoint = endpoint
+        if endpoint.secure or tls is not None:
+            creds = (tls or TLSConfig()).credentials()
+            if tls is not None and tls.server_name:
+                options = [*options, ("grpc.ssl_target_name_override", tls.server_name)]
+            self.channel = grpc.aio.secure_channel(endpoint.target, creds, options=options)
+        else:
+            self.channel = grpc.aio.insecure_channel(endpoint.target, options=options)
+        self._stubs: dict[str, Any] = {}
+
+    def stub(self, service: str) -> Any:
+        stub = self._stubs.get(service)
+        if stub is None:
+            stub = self._stubs[service] = _SERVICES[service](self.channel)
+        return stub
+
+    async def ready(self, timeout: float) -> bool:
+        if self.channel.get_state(try_to_connect=True) == grpc.ChannelConnectivity.READY:
+            return True
+        try:
+            await asyncio.wait_for(self.channel.channel_ready(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+class Client:
+    """etcd v3 client over several endpoints; use as ``async with Client([...]) as c``.
+
+    Every method takes an optional ``timeout`` (seconds, the whole call including retries and
+    dialling) and, for the maintenance calls that address one member, an ``endpoint``.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        dial_timeout: float = 2.0,
+        keepalive_time: float = 2.0,
+        keepalive_timeout: float = 6.0,
+        username: str | None = None,
+        password: str | None = None,
+        tls: TLSConfig | None = None,
+        on_call_failed: Callable[[CallFailure], None] | None = None,
+    ) -> None:
+        self.endpoints = [Endpoint.parse(e) for e in endpoints]
+        self.dial_timeout = dial_timeout
+        self._options: list[tuple[str, Any]] = [
+            ("grpc.keepalive_time_ms", max(1, int(keepalive_time * 1000))),
+            ("grpc.keepalive_timeout_ms", max(1, int(keepalive_timeout * 1000))),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.max_receive_message_length", 2**31 - 1),
+        ]
+        self._tls = tls
+        self._username = username
+        self._password = password
+        self._token: str | None = None
+        self._on_call_failed = on_call_failed
+        self._connections: dict[str, _Connection] = {}
+        self._current = 0
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        connections, self._connections = list(self._connections.values()), {}
+        for conn in connections:
+            await conn.channel.close(None)
+
+    # ---- KV ----
+    async def range(
+        self, request: rpc_pb2.RangeRequest, *, timeout: float | None = None
+    ) -> rpc_pb2.RangeResponse:
+        return await self._call("KV", "Range", request, timeout=timeout, repeatable=True)
+
+    async def put(self, request: rpc_pb2.PutRequest, *, timeout: float | None = None) -> rpc_pb2.PutResponse:
+        return await self._call("KV", "Put", request, timeout=timeout, repeatable=False)
+
+    async def delete_range(
+        self, request: rpc_pb2.DeleteRangeRequest, *, timeout: float | None = None
+    ) -> rpc_pb2.DeleteRangeResponse:
+        return await self._call("KV", "DeleteRange", request, timeout=timeout, repeatable=False)
+
+    async def txn(self, request: rpc_pb2.TxnRequest, *, timeout: float | None = None) -> rpc_pb2.TxnResponse:
+        return await self._call("KV", "Txn", request, timeout=timeout, repeatable=False)
+
+    async def compact(
+        self, request: rpc_pb2.CompactionRequest, *, timeout: float | None = None
+    ) -> rpc_pb2.CompactionResponse:
+        return await self._call("KV", "Compact", request, timeout=timeout, repeatable=False)
+
+    # ---- Maintenance ----
+    async def status(
+        self, *, endpoint: str | None = None, timeout: float | None = None
+    ) -> rpc_pb2.StatusResponse:
+        return await self._call(
+            "Maintenance",
+            "Status",
+            rpc_pb2.StatusRequest(),
+            timeout=timeout,
+            repeatable=True,
+            endpoint=endpoint,
+        )
+
+    async def alarm(
+        self, request: rpc_pb2.AlarmRequest, *, timeout: float | None = None
+    ) -> rpc_pb2.AlarmResponse:
+        return await self._call("Maintenance", "Alarm", request, timeout=timeout, repeatable=True)
+
+    async def alarm_list(self, *, timeout: float | None = None) -> rpc_pb2.AlarmResponse:
+        request = rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.GET)
+        return await self.alarm(request, timeout=timeout)
+
+    async def hash_kv(
+        self, revision: int = 0, *, endpoint: str | None = None, timeout: float | None = None
+    ) -> rpc_pb2.HashKVResponse:
+        request = rpc_pb2.HashKVRequest(revision=revision)
+        return await self._call(
+            "Maintenance", "HashKV", request, timeout=timeout, repeatable=True, endpoint=endpoint
+        )
+
+    async def defragment(
+        self, *, endpoint: str | None = None, timeout: float | None = None
+    ) -> rpc_pb2.DefragmentResponse:
+        request = rpc_pb2.DefragmentRequest()
+        return await self._call(
+            "Maintenance", "Defragment", request, timeout=timeout, repeatable=False, endpoint=endpoint
+        )
+
+    async def move_leader(
+        self, target_id: int, *, timeout: float | None = None
+    ) -> rpc_pb2.MoveLeaderResponse:
+        request = rpc_pb2.MoveLeaderRequest(targetID=target_id)
+        return await self._call("Maintenance", "MoveLeader", request, timeout=timeout, repeatable=False)
+
+    # ---- Cluster ----
+    async def member_list(self, *, timeout: float | None = None) -> rpc_pb2.MemberListResponse:
+        return await self._call(
+            "Cluster", "MemberList", rpc_pb2.MemberListRequest(), timeout=timeout, repeatable=True
+        )
+
+    # ---- Lease ----
+    async def lease_grant(
+        self, request: rpc_pb2.LeaseGrantRequest, *, timeout: float | None = None
+    ) -> rpc_pb2.LeaseGrantResponse:
+        return await self._call("Lease", "LeaseGrant", request, timeout=timeout, repeatable=True)
+
+    async def lease_revoke(
+        self, request: rpc_pb2.LeaseRevokeRequest, *, timeout: float | None = None
+    ) -> rpc_pb2.LeaseRevokeResponse:
+        return await self._call("Lease", "LeaseRevoke", request, timeout=timeout, repeatable=True)
+
+    async def lease_time_to_live(
+        self, request: rpc_pb2.LeaseTimeToLiveRequest, *, timeout: float | None = None
+    ) -> rpc_pb2.LeaseTimeToLiveResponse:
+        return await self._call("Lease", "LeaseTimeToLive", request, timeout=timeout, repeatable=True)
+
+    async def lease_leases(self, *, timeout: float | None = None) -> rpc_pb2.LeaseLeasesResponse:
+        return await self._call(
+            "Lease", "LeaseLeases", rpc_pb2.LeaseLeasesRequest(), timeout=timeout, repeatable=True
+        )
+
+    # ---- plumbing ----
+    def _connection(self, endpoint: Endpoint) -> _Connection:
+        conn = self._connections.get(endpoint.raw)
+        if conn is None:
+            conn = self._connections[endpoint.raw] = _Connection(endpoint, self._options, self._tls)
+        return conn
+
+    def _pick(self, pinned: str | None) -> Endpoint:
+        if pinned is not None:
+            for endpoint in self.endpoints:
+                if endpoint.raw == pinned:
+                    return endpoint
+            return Endpoint.parse(pinned)
+        if not self.endpoints:
+            raise NoEndpoints()
+        return self.endpoints[self._current % len(self.endpoints)]
+
+    def _rotate(self, pinned: str | None) -> None:
+        if pinned is None and self.endpoints:
+            self._current = (self._current + 1) % len(self.endpoints)
+
+    def _report(
+        self, endpoint: Endpoint, method: str, attempt: int, code: grpc.StatusCode, details: str, pinned: bool
+    ) -> None:
+        if self._on_call_failed is not None:
+            self._on_call_failed(CallFailure(endpoint.raw, method, attempt, code, details, pinned))
+
+    async def _metadata(self, conn: _Connection, timeout: float) -> list[tuple[str, str]] | None:
+        if self._username is None:
+            return None
+        if self._token is None:
+            request = rpc_pb2.AuthenticateRequest(name=self._username, password=self._password or "")
+            try:
+                response = await conn.stub("Auth").Authenticate(request, timeout=timeout)
+            except grpc.aio.AioRpcError as err:
+                etcd = etcd_errors.from_rpc_error(err)
+                if etcd is not None and isinstance(etcd, etcd_errors.AUTH_NOT_ENABLED):
+                    self._username = None
+                    return None
+                raise _translate(err, etcd) from None
+            self._token = response.token
+        return [("token", self._token)]
+
+    async def _call(
+        self,
+        service: str,
+        method: str,
+        request: Any,
+        *,
+        timeout: float | None,
+        repeatable: bool,
+        endpoint: str | None = None,
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        attempt = 0
+        refreshed_token = False
+        last_error: Exception | None = None
+        while True:
+            target = self._pick(endpoint)
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise _deadline_error(target, method, attempt, self, last_error, endpoint is not None)
+            conn = self._connection(target)
+            dial = self.dial_timeout if remaining is None else min(remaining, self.dial_timeout)
+            if not await conn.ready(dial):
+                last_error = ClientError(grpc.StatusCode.UNAVAILABLE, "all SubConns are in TransientFailure")
+                self._rotate(endpoint)
+                await asyncio.sleep(RETRY_BACKOFF)
+                continue
+            try:
+                remaining = None if deadline is None else max(0.0, deadline - loop.time())
+                metadata = await self._metadata(
+                    conn, remaining if remaining is not None else self.dial_timeout
+                )
+                return await getattr(conn.stub(service), method)(
+                    request, timeout=remaining, metadata=metadata
+                )
+            except grpc.aio.AioRpcError as err:
+                code, details = err.code(), err.details() or ""
+                self._report(target, method, attempt, code, details, endpoint is not None)
+                attempt += 1
+                etcd = etcd_errors.from_rpc_error(err)
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise DeadlineExceeded() from None
+                if isinstance(etcd, etcd_errors.INVALID_AUTH_TOKEN) and not refreshed_token:
+                    self._token = None
+                    refreshed_token = True
+                    continue
+                if code == grpc.StatusCode.UNAVAILABLE and repeatable and attempt < MAX_ATTEMPTS:
+                    last_error = _translate(err, etcd)
+                    self._rotate(endpoint)
+                    await asyncio.sleep(RETRY_BACKOFF)
+                    continue
+                raise _translate(err, etcd) from None
+
+
+def _translate(err: grpc.aio.AioRpcError, etcd: etcd_errors.EtcdError | None) -> Exception:
+    if etcd is not None:
+        return etcd
+    return ClientError(err.code(), err.details() or "")
+
+
+def _deadline_error(
+    target: Endpoint, method: str, attempt: int, client: Client, last_error: Exception | None, pinned: bool
+) -> Exception:
+    """The deadline passed: report it like grpc-go's balancer does, then fail with it."""
+    if isinstance(last_error, ClientError) and last_error.code == grpc.StatusCode.UNAVAILABLE:
+        details = "latest balancer error: " + last_error.details
+        if "TransientFailure" not in last_error.details:
+            details = last_error.details
+        client._report(target, method, attempt, grpc.StatusCode.DEADLINE_EXCEEDED, details, pinned)
+    return DeadlineExceeded()

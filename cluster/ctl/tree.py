@@ -1,0 +1,115 @@
+"""quorumctl's command tree: etcdctl's commands, the implemented ones runnable.
+
+Commands etcdctl has but quorumctl does not implement yet are present (so help listings, prefix
+matching and suggestions match etcdctl) and fail with a clear message when run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from cluster.ctl.cobra import Command, Invocation
+from cluster.ctl.exits import EXIT_ERROR, CtlExit
+from cluster.ctl.kv_commands import kv_commands
+from cluster.ctl.maintenance_commands import maintenance_commands, member_list_command
+from cluster.ctl.session import GLOBAL_FLAGS, Session
+
+Handler = Callable[[Session], Coroutine[Any, Any, None]]
+SessionFactory = Callable[[Invocation], Session]
+
+MEMBER_LIST_LONG = (
+    "When --write-out is set to simple, this command prints out comma-separated member lists for each "
+    "endpoint.\nThe items in the lists are ID, Status, Name, Peer Addrs, Client Addrs, Is Learner.\n"
+)
+
+# Commands etcdctl has that quorumctl does not run yet: (path, short description).
+NOT_IMPLEMENTED: tuple[tuple[str, str], ...] = (
+    ("auth disable", "Disables authentication"),
+    ("auth enable", "Enables authentication"),
+    (
+        "check datascale",
+        "Check the memory usage of holding data for different workloads on a given server endpoint.",
+    ),
+    ("check perf", "Check the performance of the etcd cluster"),
+    ("completion bash", "Generate the autocompletion script for bash"),
+    ("completion fish", "Generate the autocompletion script for fish"),
+    ("completion powershell", "Generate the autocompletion script for powershell"),
+    ("completion zsh", "Generate the autocompletion script for zsh"),
+    ("defrag", "Defragments the storage of the etcd members with given endpoints"),
+    ("elect", "Observes and participates in leader election"),
+    ("lease grant", "Creates leases"),
+    ("lease keep-alive", "Keeps leases alive (renew)"),
+    ("lease list", "List all active leases"),
+    ("lease revoke", "Revokes leases"),
+    ("lease timetolive", "Get lease information"),
+    ("lock", "Acquires a named lock"),
+    ("make-mirror", "Makes a mirror at the destination etcd cluster"),
+    ("member add", "Adds a member into the cluster"),
+    ("member promote", "Promotes a non-voting member in the cluster"),
+    ("member remove", "Removes a member from the cluster"),
+    ("member update", "Updates a member in the cluster"),
+    ("migrate", "Migrates keys in a v2 store to a mvcc store"),
+    ("move-leader", "Transfers leadership to another etcd cluster member."),
+    ("role add", "Adds a new role"),
+    ("role delete", "Deletes a role"),
+    ("role get", "Gets detailed information of a role"),
+    ("role grant-permission", "Grants a key to a role"),
+    ("role list", "Lists all roles"),
+    ("role revoke-permission", "Revokes a key from a role"),
+    ("snapshot restore", "Restores an etcd member snapshot to an etcd directory"),
+    ("snapshot save", "Stores an etcd node backend snapshot to a given file"),
+    ("snapshot status", "Gets backend snapshot status of a given file"),
+    ("user add", "Adds a new user"),
+    ("user delete", "Deletes a user"),
+    ("user get", "Gets detailed information of a user"),
+    ("user grant-role", "Grants a role to a user"),
+    ("user list", "Lists all users"),
+    ("user passwd", "Changes password of user"),
+    ("user revoke-role", "Revokes a role from a user"),
+    ("watch", "Watches events stream on keys or prefixes"),
+)
+GROUPS = {
+    "auth": "Enable or disable authentication",
+    "check": "commands for checking properties of the etcd cluster",
+    "completion": "Generate the autocompletion script for the specified shell",
+    "lease": "Lease related commands",
+    "member": "Membership related commands",
+    "role": "Role related commands",
+    "snapshot": "Manages etcd node snapshots",
+    "user": "User related commands",
+}
+
+
+def _not_implemented(path: str) -> Callable[[Invocation], object]:
+    def run(_: Invocation) -> None:
+        raise CtlExit(EXIT_ERROR, f'"{path}" is not implemented by quorumctl yet')
+
+    return run
+
+
+def build_tree(make_session: SessionFactory) -> Command:
+    """The root command; ``make_session`` turns an invocation into a Session for a handler."""
+
+    def runner(handler: Handler) -> Callable[[Invocation], object]:
+        def run(inv: Invocation) -> None:
+            asyncio.run(handler(make_session(inv)))
+
+        return run
+
+    root = Command("etcdctl", "etcdctl", "A simple command line client for etcd3.", persistent=GLOBAL_FLAGS)
+    root.add(*kv_commands(runner), *maintenance_commands(runner))
+    groups = {name: Command(name, f"{name} <subcommand>", short) for name, short in GROUPS.items()}
+    groups["member"].add(member_list_command(runner))
+    groups["member"].children[-1].long = MEMBER_LIST_LONG
+    for path, short in NOT_IMPLEMENTED:
+        parent_name, _, name = path.rpartition(" ")
+        command = Command(name, name, short, run=_not_implemented(path))
+        if parent_name:
+            groups[parent_name].add(command)
+        else:
+            root.add(command)
+    root.add(*groups.values())
+    root.add(Command("help", "help [command]", "Help about any command", run=lambda _: None))
+    return root

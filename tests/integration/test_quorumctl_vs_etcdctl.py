@@ -1,0 +1,258 @@
+"""quorumctl against etcdctl 3.4, output for output, on real etcd.
+
+Two fresh single-member etcd servers receive the same command list, one through the real etcdctl
+and one through ``python -m cluster.ctl``; with identical histories their revisions, values and
+sizes are identical, so stdout, stderr and exit status must match byte for byte once the values
+that legitimately differ are normalised: the endpoint address, cluster and member IDs, timings,
+and log timestamps/client ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from cluster.api.gen.etcdserverpb import rpc_pb2
+from cluster.testing.procs import make_node
+from tests.conftest import require_etcd, require_etcdctl
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Case:
+    args: tuple[str, ...]
+    stdin: bytes = b""
+    env: dict[str, str] = field(default_factory=dict)
+    endpoint_flag: bool = True
+    protobuf: type | None = None
+
+    def __str__(self) -> str:
+        return " ".join(self.args)
+
+
+def c(
+    *args: str,
+    stdin: str = "",
+    env: dict[str, str] | None = None,
+    endpoint_flag: bool = True,
+    protobuf: type | None = None,
+) -> Case:
+    return Case(tuple(args), stdin.encode(), env or {}, endpoint_flag, protobuf)
+
+
+TXN_OK = 'mod("k1") > "0"\n\nput k1 changed\nget k --prefix --keys-only\ndel nothing\n\nget k1\n\n'
+TXN_FAIL = (
+    'val("k1") = "nope"\nver("k2") != "9"\n\nput k1 x\n\nget k1 --keys-only\nput k2 fromtxn --prev-kv\n\n'
+)
+
+CASES: list[Case] = [
+    c("version"),
+    c("put", "foo", "bar"),
+    c("put", "foo", "baz", "--prev-kv"),
+    c("put", "foo", "baz2", "--prev-kv", "-w", "json"),
+    c("put", "foo", "baz3", "--prev-kv", "-w", "fields"),
+    c("put", "foo", "baz4", "-w", "protobuf", protobuf=rpc_pb2.PutResponse),
+    c("put", "k1", "v1"),
+    c("put", "k2", "v2"),
+    c("put", "k3", "v3"),
+    c("put", "bin", 'caf\u00e9 <&> "q"\t\x01'),
+    c("put", "fromstdin", stdin="line one\nline two\n"),
+    c("put", "--", "dash", "-value"),
+    c("put", "foo", "--ignore-value"),
+    c("put", "foo", "x", "--ignore-value"),
+    c("put", "foo"),
+    c("put"),
+    c("put", "a", "1", "--lease", "zz"),
+    c("put", "a", "1", "--lease", "123"),
+    c("put", "", "x"),
+    c("get", "foo"),
+    c("get", "foo", "-w", "json"),
+    c("get", "foo", "-w", "fields"),
+    c("get", "foo", "-w", "protobuf", protobuf=rpc_pb2.RangeResponse),
+    c("get", "bin", "-w", "json"),
+    c("get", "bin", "-w", "fields"),
+    c("get", "bin", "--hex"),
+    c("get", "k", "--prefix"),
+    c("get", "k", "--prefix", "--keys-only"),
+    c("get", "k", "--prefix", "--print-value-only"),
+    c("get", "k", "--prefix", "--print-value-only", "-w", "json"),
+    c("get", "k1", "k3"),
+    c("get", "k", "--prefix", "--limit", "1", "-w", "json"),
+    c("get", "k", "--prefix", "--order", "DESCEND", "--sort-by", "MODIFY"),
+    c("get", "k", "--prefix", "--order", "ascend", "--sort-by", "value", "-w", "json"),
+    c("get", "", "--from-key", "--keys-only"),
+    c("get", "", "--prefix", "--limit", "2"),
+    c("get", "k2", "--from-key", "-w", "fields"),
+    c("get", "foo", "--rev", "2"),
+    c("get", "foo", "--consistency", "s"),
+    c("get", "missing", "-w", "json"),
+    c("get", "foo", "-w", "table"),
+    c("get"),
+    c("get", "foo", "--consistency", "q"),
+    c("get", "foo", "--order", "sideways"),
+    c("get", "foo", "--sort-by", "colour"),
+    c("get", "k", "--prefix", "--from-key"),
+    c("get", "k", "k2", "--prefix"),
+    c("get", "foo", "--limit", "abc"),
+    c("get", "foo", "--bogus"),
+    c("del", "k1", "-w", "json"),
+    c("del", "k", "--prefix", "--prev-kv"),
+    c("del", "nothing"),
+    c("del", "nothing", "-w", "fields"),
+    c("del"),
+    c("put", "k1", "v1"),
+    c("put", "k2", "v2"),
+    c("txn", stdin=TXN_OK),
+    c("txn", "-w", "json", stdin=TXN_OK),
+    c("txn", "-w", "fields", stdin=TXN_FAIL),
+    c("txn", "-i", stdin=TXN_FAIL),
+    c("txn", stdin='mod("k1") ? "0"\n'),
+    c("txn", stdin='bogus("k1") = "0"\n\n\n\n'),
+    c("txn", stdin='mod("k1") > "x"\n\n\n\n'),
+    c("txn", stdin="mod(k1) > 0\n\n\n\n"),
+    c("txn", stdin="\nfrobnicate a b\n\n\n"),
+    c("txn", stdin="\nput a\n\n\n"),
+    c("txn", stdin="\n\n"),
+    c("txn", "extra"),
+    c("compaction", "3"),
+    c("compaction", "3"),
+    c("compaction", "abc"),
+    c("compaction"),
+    c("compaction", "--physical", "4"),
+    c("get", "foo", "--rev", "2"),
+    c("endpoint", "status"),
+    c("endpoint", "status", "-w", "json"),
+    c("endpoint", "status", "-w", "table"),
+    c("endpoint", "status", "-w", "fields"),
+    c("endpoint", "status", "-w", "protobuf"),
+    c("endpoint", "health"),
+    c("endpoint", "health", "-w", "json"),
+    c("endpoint", "health", "-w", "table"),
+    c("endpoint", "health", "-w", "fields"),
+    c("endpoint", "hashkv"),
+    c("alarm", "list"),
+    c("alarm", "list", "-w", "json"),
+    c("member", "list", "-w", "json"),
+    c("-w", "xml", "get", "foo"),
+    c("foo"),
+    c("ge", "foo"),
+    c("--bogus", "get", "x"),
+    c("--dial-timeout", "abc", "get", "foo"),
+    c("get", "--help"),
+    c("put", "-h"),
+    c("endpoint"),
+    c("help", "txn"),
+    c("--help"),
+    c("get", "foo", env={"ETCDCTL_WRITE_OUT": "json"}),
+    c("get", "foo", "--hex", env={"ETCDCTL_HEX": "false"}),
+    c(
+        "get",
+        "foo",
+        endpoint_flag=False,
+        env={"ETCDCTL_ENDPOINTS": "{endpoint}", "ETCDCTL_COMMAND_TIMEOUT": "3s"},
+    ),
+    c("get", "foo", env={"ETCDCTL_ENDPOINTS": "{endpoint}"}),
+]
+
+
+@dataclass
+class Target:
+    endpoint: str
+    peer: str
+    ids: dict[str, str]
+
+
+def _run(cmd: list[str], case: Case, target: Target) -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update({k: v.replace("{endpoint}", target.endpoint) for k, v in case.env.items()})
+    argv = [*cmd, *([f"--endpoints={target.endpoint}"] if case.endpoint_flag else []), *case.args]
+    return subprocess.run(argv, input=case.stdin, capture_output=True, env=env, timeout=60, check=False)
+
+
+def _normalise(data: bytes, target: Target) -> str:
+    text = data.decode("utf-8", "surrogateescape")
+    text = text.replace(target.endpoint, "<EP>").replace(target.peer, "<PEER>")
+    for value, name in target.ids.items():
+        text = text.replace(value, name)
+    text = re.sub(r'"ts":"[^"]+"', '"ts":"<TS>"', text)
+    text = re.sub(r"client-[0-9a-f-]{36}", "client-<ID>", text)
+    text = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}", "<TIME>", text)
+    text = re.sub(r"took = [0-9.]+[a-z\u00b5]+", "took = <T>", text)
+    text = re.sub(r'"took":"[^"]+"', '"took":"<T>"', text)
+    text = re.sub(r'"Took" : \S+', '"Took" : <T>', text)
+    text = re.sub(r"\| +[0-9.]+(ms|s|\u00b5s) +\|", "| <T> |", text)
+    text = re.sub(r"(?m)^([|+].*)$", lambda m: re.sub(r"([ -])\1+", r"\1", m.group(1)), text)
+    text = re.sub(r"(?s)^(panic: [^\n]*\n).*", r"\1", text)
+    return text
+
+
+def _protobuf_normalised(data: bytes, kind: type) -> str:
+    message = kind.FromString(data)  # type: ignore[attr-defined]
+    message.header.cluster_id = 0
+    message.header.member_id = 0
+    return str(message)
+
+
+def _start_etcd() -> Iterator[Target]:
+    node = make_node("etcd")
+    node.start()
+    try:
+        status = subprocess.run(
+            [require_etcdctl(), f"--endpoints={node.endpoint}", "endpoint", "status", "-w", "json"],
+            capture_output=True,
+            check=True,
+            timeout=30,
+        )
+        header = json.loads(status.stdout)[0]["Status"]["header"]
+        ids = {
+            str(header["cluster_id"]): "<CLUSTER>",
+            str(header["member_id"]): "<MEMBER>",
+            f"{header['member_id']:x}": "<MEMBERHEX>",
+        }
+        yield Target(node.endpoint, node.peer_url, ids)
+    finally:
+        node.close()
+
+
+@pytest.fixture(scope="module")
+def transcripts() -> dict[str, list[tuple[str, str, int]]]:
+    require_etcd()
+    etcdctl_bin = require_etcdctl()
+    runners = {"etcdctl": [etcdctl_bin], "quorumctl": [sys.executable, "-m", "cluster.ctl"]}
+    results: dict[str, list[tuple[str, str, int]]] = {}
+    for name, cmd in runners.items():
+        for target in _start_etcd():
+            rows = []
+            for case in CASES:
+                done = _run(cmd, case, target)
+                if case.protobuf is not None and done.returncode == 0:
+                    out = _protobuf_normalised(done.stdout, case.protobuf)
+                else:
+                    out = _normalise(done.stdout, target)
+                rows.append((out, _normalise(done.stderr, target), done.returncode))
+            results[name] = rows
+    return results
+
+
+@pytest.mark.etcd
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[str(case) for case in CASES])
+def test_quorumctl_output_matches_etcdctl(
+    transcripts: dict[str, list[tuple[str, str, int]]], index: int
+) -> None:
+    expected = transcripts["etcdctl"][index]
+    actual = transcripts["quorumctl"][index]
+    assert actual[2] == expected[2], (
+        f"exit status differs\nexpected stderr:\n{expected[1]}\nactual:\n{actual[1]}"
+    )
+    assert actual[0] == expected[0], "stdout differs"
+    assert actual[1] == expected[1], "stderr differs"
