@@ -328,9 +328,9 @@ def test_env_election_timeout_is_validated() -> None:
         (["--log-level=xx", "--logger=zap"], 'unknown level "xx"'),
         (["--logger=zap", "--log-outputs=default,stdout"],
          'multi logoutput for "default" is not supported yet'),
-        (["--log-outputs=stdout,stderr"], "--logger=capnslog supports only 1 value in '--log-outputs', "
+        (["--logger=capnslog", "--log-outputs=stdout,stderr"], "--logger=capnslog supports only 1 value in '--log-outputs', "
          "got ['stderr', 'stdout']"),
-        (["--log-outputs=/tmp/x.log"],
+        (["--logger=capnslog", "--log-outputs=/tmp/x.log"],
          'unknown log-output "/tmp/x.log" (only supports "default", "stderr", "stdout")'),
         (["--log-output=stdout", "--log-outputs=stderr"],
          "both '--log-output' and '--log-outputs' are set; only set '--log-outputs'"),
