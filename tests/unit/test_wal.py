@@ -69,6 +69,29 @@ def test_later_entries_replace_conflicting_suffix(waldir: Path) -> None:
     assert hs == HardState(2, 2, 2)
 
 
+def test_overwrite_after_a_segment_cut_replaces_entries_of_the_older_segment(waldir: Path) -> None:
+    with WAL.create(waldir, b"m", segment_size=SEG) as w:
+        i = 1
+        while len(w.segment_names()) == 1:
+            w.save(HardState(1, 1, i), ents(i, i + 9))
+            i += 10
+        last = i - 1
+        w.save(HardState(2, 2, last - 5), ents(last - 4, last - 3, term=2))
+    entries, hs = reopen(waldir)
+    assert entries == ents(1, last - 5) + ents(last - 4, last - 3, term=2)
+    assert hs == HardState(2, 2, last - 5)
+
+
+def test_installed_snapshot_ahead_of_the_log_is_a_new_starting_point(waldir: Path) -> None:
+    with WAL.create(waldir, b"m", segment_size=SEG) as w:
+        w.save(HardState(1, 1, 10), ents(1, 10))
+        w.save_snapshot(WalSnapshot(50, 2))  # a snapshot from the leader replaces the whole log
+        w.save(HardState(2, 1, 52), ents(51, 52, term=2))
+    assert reopen(waldir, WalSnapshot(50, 2)) == (ents(51, 52, term=2), HardState(2, 1, 52))
+    with pytest.raises(WalCorruptError, match="gap in entries"):
+        reopen(waldir)
+
+
 def test_reopen_and_continue_appending(waldir: Path) -> None:
     with WAL.create(waldir, b"m", segment_size=SEG) as w:
         w.save(HardState(1, 1, 1), ents(1, 10))

@@ -298,20 +298,22 @@ def scan_segment(buf: bytes, name: str, *, prev_crc: int | None, last: bool, rep
     entry_types = _ENTRY_TYPES
     new, set_term, set_index, set_type, set_data = _ENTRY_MAKERS
     fast_limit = size - data_offset
+    entry_type, min_length, trailer, crc32 = REC_ENTRY, ENTRY_FIXED_SIZE, TRAILER, _crc32
     last_index = replay.last_index
     try:
         while True:
             # Fast path: a valid entry record (nearly all of the log); anything else falls through.
             while off <= fast_limit:
-                crc_field, length, rtype, _flags, check, term, index, etype = unpack_entry(buf, off)
+                # The crc covers the header too, so `check` only matters when something fails, and
+                # then _check_record below looks at this record again.
+                crc_field, length, rtype, _flags, _check, term, index, etype = unpack_entry(buf, off)
                 end = off + HEADER_SIZE + length + 1
                 if (
-                    rtype != REC_ENTRY
-                    or check != (length ^ (length >> 16) ^ 0x5858) & 0xFFFF
-                    or length < ENTRY_FIXED_SIZE
+                    rtype != entry_type
+                    or length < min_length
                     or end > size
-                    or buf[end - 1] != TRAILER
-                    or _crc32(mv[off + 4 : end - 1], crc) != crc_field
+                    or buf[end - 1] != trailer
+                    or crc32(mv[off + 4 : end - 1], crc) != crc_field
                 ):
                     break
                 crc = crc_field

@@ -151,14 +151,14 @@ class WAL:
         A torn tail in the last segment is cut off; anything else wrong raises WalCorruptError.
         """
         dirpath = Path(dirpath)
-        for name in os.listdir(dirpath):
-            if name.endswith(".wal.tmp"):  # a segment cut that crashed before its rename
-                os.unlink(dirpath / name)
-        segs = list_segments(dirpath)
-        if not segs:
+        if not cls.exists(dirpath):
             raise WalError(f"wal: no WAL segments in {dirpath}")
         lock = DirLock(dirpath)
         try:
+            for name in os.listdir(dirpath):
+                if name.endswith(".wal.tmp"):  # a segment cut that crashed before its rename
+                    os.unlink(dirpath / name)
+            segs = list_segments(dirpath)
             return cls._open_locked(dirpath, lock, segs, snapshot, segment_size)
         except BaseException:
             lock.release()
