@@ -3,7 +3,7 @@
 `EtcdProcess` and `QuorumProcess` share one interface so a test can be parametrized over the node kind:
 both get etcd's flags (``--name``, ``--data-dir``, the client and peer URLs, ``--initial-cluster``) on
 free loopback ports, start in their own process group with stdout+stderr captured to a log file, and are
-"ready" when the log says "ready to serve client requests" or a serializable Range over gRPC succeeds.
+"ready" when the log says "ready to serve client requests" or a linearizable Range over gRPC succeeds.
 A node can be killed (SIGKILL by default), terminated, and restarted on the same data dir and ports.
 
 Invariant: every process started here is reaped by `kill`/`terminate`/`close`, and `close` also removes
@@ -78,13 +78,12 @@ def quorumctl_available() -> bool:
     return done.returncode == 0
 
 
-def _python_env(extra: Mapping[str, str] | None) -> dict[str, str]:
-    """Environment for a child Python that must import this checkout even when it is not installed."""
-    env = dict(os.environ)
+def _python_env(base: Mapping[str, str] | None) -> dict[str, str]:
+    """``base`` (default: our environment) with this checkout first on PYTHONPATH, so a child Python
+    imports it even when the project is not installed."""
+    env = dict(os.environ if base is None else base)
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
-    if extra:
-        env.update(extra)
     return env
 
 
@@ -235,7 +234,7 @@ class NodeProcess:
         return self.proc.pid if self.proc else None
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Block until the ready log line appears or a serializable Range succeeds."""
+        """Block until the ready log line appears or a linearizable Range succeeds."""
         deadline = time.monotonic() + timeout
         with RawKV(self.endpoint) as kv:
             while True:
@@ -245,7 +244,7 @@ class NodeProcess:
                 if READY_LOG_LINE in self.current_log():
                     return
                 try:
-                    kv.range(b"\x00", serializable=True, timeout=0.5)
+                    kv.range(b"\x00", timeout=0.5)  # linearizable: there is a leader and it applies
                     return
                 except grpc.RpcError:
                     pass
