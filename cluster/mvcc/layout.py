@@ -62,10 +62,13 @@ def seek_at_or_below(rev: int) -> bytes:
     return REV.pack(_MAX - rev, 0)
 
 
+_MASK128: Final = (1 << 128) - 1
+_from_bytes = int.from_bytes
+
+
 def index_to_rev_key(value: bytes) -> bytes:
-    """The ``kv`` key an index value points to."""
-    inv_main, inv_sub = REV.unpack_from(value)
-    raw = REV.pack(_MAX - inv_main, _MAX - inv_sub)
+    """The ``kv`` key an index value points to (2**64-1-x on each half is a bitwise NOT of all 16)."""
+    raw = (_from_bytes(value[:16]) ^ _MASK128).to_bytes(16)
     return raw + TOMBSTONE_SUFFIX if value[16] == FLAG_TOMBSTONE else raw
 
 

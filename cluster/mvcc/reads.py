@@ -91,19 +91,27 @@ def range_at(
         return ([] if count_only else [txn.get(index_to_rev_key(value), db=kv)]), 1
     open_ended = end == b"\0"
     ok = _seek(cur, key)
-    kvs: list[bytes] = []
+    revs: list[bytes] = []
     count = 0
+    take = 0 if count_only else (limit if limit > 0 else -1)
+    set_range_dup = cur.set_range_dup
+    get_key = cur.key
+    get_value = cur.value
+    next_nodup = cur.next_nodup
     while ok:
-        k = cur.key()
+        k = get_key()
         if not open_ended and k >= end:
             break
-        if cur.set_range_dup(k, seek):
-            value = cur.value()
+        if set_range_dup(k, seek):
+            value = get_value()
             if value[16] != FLAG_TOMBSTONE:
                 count += 1
-                if not count_only and (limit <= 0 or len(kvs) < limit):
-                    kvs.append(txn.get(index_to_rev_key(value), db=kv))
+                if len(revs) != take:
+                    revs.append(value)
         else:
             cur.set_key(k)
-        ok = cur.next_nodup()
+        ok = next_nodup()
+    if not revs:
+        return [], count
+    kvs = [v for _, v in txn.cursor(kv).getmulti([index_to_rev_key(r) for r in revs])]
     return kvs, count

@@ -14,7 +14,7 @@ import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from cluster.api.errors import COMPACTED, FUTURE_REV
 from cluster.api.gen.mvccpb import kv_pb2
@@ -40,6 +40,8 @@ _META_REVS: Final = struct.Struct(">qq")
 """meta ``revision``: (current revision, scheduled compact revision); signed so -1 means never."""
 _LEASE_ID: Final = struct.Struct(">q")
 _INITIAL_REVS: Final = (1, -1)
+_INV: Final = REV
+_MAX: Final = (1 << 64) - 1
 
 
 @dataclass(slots=True)
@@ -51,8 +53,7 @@ class RangeResult:
     revision: int
 
 
-@dataclass(slots=True, frozen=True)
-class Change:
+class Change(NamedTuple):
     """One change of a revision: ``kv`` is the stored KeyValue (a tombstone holds key + mod_revision)."""
 
     type: kv_pb2.Event.EventType
@@ -160,7 +161,7 @@ class ReadTxn(_Reader):
 class WriteTxn(_Reader):
     """The apply batch's write view; ``begin()``/``end()`` bracket one revision."""
 
-    __slots__ = ("_backend", "_changes", "_compact", "_dirty", "_rev", "_sub")
+    __slots__ = ("_backend", "_changes", "_compact", "_dirty", "_rev", "_scratch", "_sub")
 
     def __init__(self, buckets: _Buckets, txn: Any, backend: Backend) -> None:
         self._b = buckets
@@ -170,6 +171,7 @@ class WriteTxn(_Reader):
         self._sub = 0
         self._changes: list[Change] = []
         self._dirty = False
+        self._scratch = _KeyValue()
 
     # -- revision bracket -----------------------------------------------------------------------------
 
@@ -243,12 +245,17 @@ class WriteTxn(_Reader):
         else:
             prev = _KeyValue.FromString(prev_bytes)
             create, version, prev_lease = prev.create_revision, prev.version + 1, prev.lease
-        data = _KeyValue(
-            key=key, value=value, create_revision=create, mod_revision=main, version=version, lease=lease
-        ).SerializeToString()
+        kv = self._scratch  # reused: setting six fields beats building a message per put
+        kv.key = key
+        kv.value = value
+        kv.create_revision = create
+        kv.mod_revision = main
+        kv.version = version
+        kv.lease = lease
+        data = kv.SerializeToString()
         if not txn.put(REV.pack(main, sub), data, db=b.kv, append=True):
             raise RuntimeError(f"mvcc: revision {main}.{sub} is not above the stored revisions")
-        txn.put(key, index_value(main, sub, False), db=b.index, dupdata=True)
+        txn.put(key, _INV.pack(_MAX - main, _MAX - sub) + b"p", db=b.index, dupdata=True)
         txn.put(key, data, db=b.latest)
         if prev_lease != lease:
             if prev_lease:

@@ -43,9 +43,12 @@ _CMP_FIELD = {
 }
 
 
+_SMALL = [bytes((i,)) for i in range(0x80)]
+
+
 def _varint(n: int) -> bytes:
     if n < 0x80:
-        return bytes((n,))
+        return _SMALL[n]
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -54,19 +57,26 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def encode_range_response(revision: int, kvs: list[bytes], more: bool, count: int) -> bytes:
-    """A serialized RangeResponse built from stored KeyValue bytes without parsing them."""
-    header = b"\x18" + _varint(revision)
+def encode_range_response(
+    revision: int, kvs: list[bytes], more: bool, count: int, header_fields: bytes = b""
+) -> bytes:
+    """A serialized RangeResponse built from stored KeyValue bytes without parsing them.
+
+    ``header_fields`` are extra encoded ResponseHeader fields (cluster_id, member_id, raft_term) the
+    node wants in the header next to the revision."""
+    header = header_fields + b"\x18" + _varint(revision)
     parts = [b"\x0a", _varint(len(header)), header]
+    append = parts.append
     for kv in kvs:
-        parts.append(b"\x12")
-        parts.append(_varint(len(kv)))
-        parts.append(kv)
+        n = len(kv)
+        append(b"\x12")
+        append(_SMALL[n] if n < 0x80 else _varint(n))
+        append(kv)
     if more:
-        parts.append(b"\x18\x01")
+        append(b"\x18\x01")
     if count:
-        parts.append(b"\x20")
-        parts.append(_varint(count))
+        append(b"\x20")
+        append(_varint(count))
     return b"".join(parts)
 
 
@@ -77,11 +87,6 @@ def is_txn_read_only(req: Any) -> bool:
             if op.WhichOneof("request") != "request_range":
                 return False
     return True
-
-
-def _gte_end(end: bytes) -> bytes:
-    """etcd's mkGteRange is already the store's convention ("\\0" = all keys >= key); identity here."""
-    return end
 
 
 class _Path:
@@ -116,38 +121,60 @@ class KVApplier:
         self._range(view, req, resp)
         return resp
 
+    def range_bytes(self, view: View, req: Any, header_fields: bytes = b"") -> bytes:
+        """The serialized RangeResponse, for a servicer that sends bytes: the plain (unsorted,
+        unfiltered) case never parses the stored KeyValues. ``header_fields``: see
+        :func:`encode_range_response`."""
+        raw, revision, kvs, more, count = self._query(view, req)
+        if raw:
+            return encode_range_response(revision, kvs, more, count, header_fields)
+        resp = rpc_pb2.RangeResponse(kvs=kvs, more=more, count=count)
+        resp.header.revision = revision
+        body = resp.SerializeToString()
+        if header_fields:
+            body = b"\x0a" + _varint(len(header_fields)) + header_fields + body  # merged into header
+        return body
+
     def _range(self, view: View, req: Any, resp: Any) -> None:
+        raw, revision, kvs, more, count = self._query(view, req)
+        if raw:
+            resp.MergeFromString(encode_range_response(revision, kvs, more, count))
+            return
+        resp.header.revision = revision
+        resp.kvs.extend(kvs)
+        resp.more = more
+        resp.count = count
+
+    def _query(self, view: View, req: Any) -> tuple[bool, int, list[Any], bool, int]:
+        """etcd's Range: (raw, revision, kvs, more, count) where raw kvs are the stored bytes and
+        otherwise parsed KeyValues (filtered, sorted or keys-only)."""
         limit = req.limit
+        sort_order = req.sort_order
+        sort_target = req.sort_target
         filtered = req.min_mod_revision or req.max_mod_revision or req.min_create_revision
         filtered = filtered or req.max_create_revision
-        order = req.sort_order
-        if req.sort_target != _RR.KEY and order == _RR.NONE:
-            order = _RR.ASCEND
-        fetch = 0 if (req.sort_order != _RR.NONE or filtered) else (limit + 1 if limit > 0 else 0)
-        rr = view.range(req.key, _gte_end(req.range_end), req.revision, fetch, req.count_only)
-        key_order = order == _RR.NONE or (order == _RR.ASCEND and req.sort_target == _RR.KEY)
-        if key_order and not (filtered or req.keys_only):
+        fetch = 0 if (sort_order != _RR.NONE or filtered) else (limit + 1 if limit > 0 else 0)
+        rr = view.range(req.key, req.range_end, req.revision, fetch, req.count_only)
+        if sort_target != _RR.KEY and sort_order == _RR.NONE:
+            sort_order = _RR.ASCEND  # etcd: a target alone sorts ascending
+        key_order = sort_order == _RR.NONE or (sort_order == _RR.ASCEND and sort_target == _RR.KEY)
+        if key_order and not filtered and not req.keys_only:
             kvs = rr.kvs
-            more = limit > 0 and len(kvs) > limit
-            if more:
-                kvs = kvs[:limit]
-            resp.MergeFromString(encode_range_response(rr.revision, kvs, more, rr.count))
-            return
+            more = 0 < limit < len(kvs)
+            return True, rr.revision, kvs[:limit] if more else kvs, more, rr.count
         objs = [_KeyValue.FromString(b) for b in rr.kvs]
         if filtered:
             objs = [kv for kv in objs if _passes_filters(req, kv)]
-        sort_key = _SORT_KEYS.get(req.sort_target)
-        if sort_key is not None and order in (_RR.ASCEND, _RR.DESCEND):
-            objs.sort(key=sort_key, reverse=order == _RR.DESCEND)
-        if limit > 0 and len(objs) > limit:
+        sort_key = _SORT_KEYS.get(sort_target)
+        if sort_key is not None and sort_order in (_RR.ASCEND, _RR.DESCEND):
+            objs.sort(key=sort_key, reverse=sort_order == _RR.DESCEND)
+        more = 0 < limit < len(objs)
+        if more:
             objs = objs[:limit]
-            resp.more = True
         if req.keys_only:
             for kv in objs:
                 kv.ClearField("value")
-        resp.header.revision = rr.revision
-        resp.count = rr.count
-        resp.kvs.extend(objs)
+        return False, rr.revision, objs, more, rr.count
 
     # -- Put / DeleteRange ----------------------------------------------------------------------------
 
@@ -179,7 +206,7 @@ class KVApplier:
         return resp
 
     def _delete_range(self, w: WriteTxn, req: Any, resp: Any) -> None:
-        prevs = w.delete_range(req.key, _gte_end(req.range_end))
+        prevs = w.delete_range(req.key, req.range_end)
         if req.prev_kv:
             resp.prev_kvs.extend(prevs)
         resp.deleted = len(prevs)
@@ -281,7 +308,7 @@ def _compare(view: View, c: Any) -> bool:
     """etcd's applyCompare: every key of the range must satisfy the compare; a missing key compares
     as a zero KeyValue, except that a VALUE compare on no key is always false."""
     try:
-        found = view.range(c.key, _gte_end(c.range_end)).kvs
+        found = view.range(c.key, c.range_end).kvs
     except (COMPACTED, FUTURE_REV):
         return False
     if not found:

@@ -401,3 +401,23 @@ def test_compaction_request_errors_and_header(node: LocalKV) -> None:
     with pytest.raises(errors.FUTURE_REV):
         node.compact(pb.CompactionRequest(revision=6))
     assert node.store.compact_revision == 3
+
+
+@pytest.mark.parametrize(
+    "req",
+    [
+        RR(key=b"a", range_end=b"\0", limit=2),
+        RR(key=b"b"),
+        RR(key=b"a", range_end=b"\0", sort_order=RR.DESCEND, sort_target=RR.VERSION, limit=3),
+        RR(key=b"a", range_end=b"c", keys_only=True),
+        RR(key=b"a", range_end=b"\0", count_only=True),
+        RR(key=b"zz"),
+    ],
+)
+def test_range_bytes_equals_range_with_node_header(filled: LocalKV, req: Any) -> None:
+    node_header = pb.ResponseHeader(cluster_id=11, member_id=22, raft_term=33)
+    with filled.store.read() as r:
+        want = filled.kv.range(r, req)
+        raw = filled.kv.range_bytes(r, req, node_header.SerializeToString())
+    want.header.MergeFrom(node_header)
+    assert pb.RangeResponse.FromString(raw) == want
