@@ -7,7 +7,7 @@ Invariants the class keeps:
   one write of the whole batch, then one fdatasync (group commit).
 - A new segment becomes visible under its final name only after its header records are fsynced, and
   the old one's truncation is durable before that, so only the last segment can be torn.
-The record format is described in `codec`.
+The record format is described in `codec`; reading it back in `scan`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from pathlib import Path
 
 from cluster.raft.types import Entry, HardState
 
-from .codec import BatchEncoder, Replay, SegmentEnd, scan_segment
+from .codec import BatchEncoder
 from .errors import WalCorruptError, WalError
 from .files import DirLock, SegmentName, fsync_dir, list_segments, write_all, write_file_durably
+from .scan import Replay, SegmentEnd, scan_segment
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class WAL:
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         first = SegmentName(0, 0)
-        enc = BatchEncoder(0)
+        enc = BatchEncoder(0, segment_start=True)
         enc.crc_record()
         enc.metadata(metadata)
         enc.snapshot(0, 0)
@@ -283,7 +284,7 @@ class WAL:
             os.ftruncate(self._fd, self._offset)
             os.fsync(self._fd)
             seg = SegmentName(self._segments[-1].seq + 1, self._last_index + 1)
-            enc = BatchEncoder(self._crc)
+            enc = BatchEncoder(self._crc, segment_start=True)
             enc.crc_record()
             enc.metadata(self._metadata)
             enc.hard_state(self._hard_state)
