@@ -290,6 +290,25 @@ def test_unwritten_sector_inside_last_record_is_a_torn_tail(tmp_path: Path) -> N
     assert reopen(d)[0] == ents(1, 20)
 
 
+def test_unwritten_sector_in_a_long_unsynced_batch_keeps_records_before_it(tmp_path: Path) -> None:
+    d = tmp_path / "wal"
+    size = 8 + 17 + 100 + 5
+    with WAL.create(d, b"m", segment_size=SEG) as w:
+        w.save(HardState(1, 1, 10), ents(1, 10, size=100))
+        seg, batch_start = w.tail_position()
+        w.save(None, ents(11, 40, size=100))
+    content = bytearray(seg.read_bytes())
+    sector = ((batch_start + 5 * size) // 512 + 1) * 512
+    content[sector : sector + 512] = bytes(512)  # later sectors of the batch did reach the disk
+    seg.write_bytes(bytes(content))
+    kept = 10 + (sector - batch_start) // size
+    w, st = WAL.open(d, segment_size=SEG)
+    assert st.entries == ents(1, kept, size=100)
+    w.save(HardState(2, 1, kept + 1), ents(kept + 1, kept + 1, term=2))
+    w.close()
+    assert reopen(d)[0] == ents(1, kept, size=100) + ents(kept + 1, kept + 1, term=2)
+
+
 def _flip(path: Path, offset: int, bit: int = 0) -> None:
     with open(path, "r+b") as f:
         f.seek(offset)
@@ -298,14 +317,26 @@ def _flip(path: Path, offset: int, bit: int = 0) -> None:
         f.write(bytes([b ^ (1 << bit)]))
 
 
-@pytest.mark.parametrize("where", ["crc", "length", "type", "term", "index", "data"])
+ENTRY_RECORD_40 = 8 + 17 + 40 + 5  # header, term/index/type, data, crc + trailer
+
+
+@pytest.mark.parametrize("where", ["length", "type", "check", "term", "index", "data", "crc", "trailer"])
 def test_flipped_bit_in_a_middle_record_is_corruption(tmp_path: Path, where: str) -> None:
     d = tmp_path / "wal"
     with WAL.create(d, b"m", segment_size=SEG) as w:
         w.save(HardState(1, 1, 10), ents(1, 10))
         seg, start = w.tail_position()
-        w.save(HardState(1, 1, 12), ents(11, 12))  # entry 11 is a middle record
-    field_offset = {"crc": 1, "length": 5, "type": 8, "term": 12, "index": 20, "data": 40}[where]
+        w.save(HardState(1, 1, 14), ents(11, 14))  # entry 11 is a middle record
+    field_offset = {
+        "length": 1,
+        "type": 4,
+        "check": 6,
+        "term": 9,
+        "index": 17,
+        "data": 40,
+        "crc": ENTRY_RECORD_40 - 4,
+        "trailer": ENTRY_RECORD_40 - 1,
+    }[where]
     _flip(seg, start + field_offset, bit=3)
     with pytest.raises(WalCorruptError, match=rf"in segment {seg.name} at offset {start}\b"):
         reopen(d)
@@ -322,7 +353,7 @@ def test_flipped_bit_in_a_sealed_segment_is_corruption(waldir: Path) -> None:
         reopen(waldir)
 
 
-@pytest.mark.parametrize("field_offset", [2, 4, 10, 13, 30])
+@pytest.mark.parametrize("field_offset", [2, 4, 6, 10, 13, 30, 34, 36])
 def test_flipped_bit_in_last_complete_record_is_corruption_not_a_torn_tail(
     tmp_path: Path, field_offset: int
 ) -> None:
