@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from cluster.api.gen.mvccpb import kv_pb2
 from cluster.mvcc.layout import (
     META_COMPACT_PROGRESS,
     META_FINISHED_COMPACT,
     REV,
     index_to_rev_key,
+    key_of_stored,
     rev_key_to_index,
     seek_at_or_below,
 )
@@ -47,14 +47,14 @@ def _next_window(
     start = REV.pack(max(finished, 0) + 1, 0) if progress is None else progress
     if not cur.set_range(start):
         return []
+    stop = REV.pack(target + 1, 0)
     window: list[tuple[bytes, bytes]] = []
-    parse = kv_pb2.KeyValue.FromString
+    append = window.append
     for rk, value in cur.iternext(keys=True, values=True):
-        if rk == progress:
-            continue
-        if REV.unpack_from(rk)[0] > target or len(window) == limit:
+        if rk >= stop or len(window) == limit:
             break
-        window.append((rk, parse(value).key))
+        if rk != progress:
+            append((rk, key_of_stored(value)))
     return window
 
 

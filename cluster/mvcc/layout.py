@@ -79,8 +79,16 @@ def index_main(value: bytes) -> int:
 
 def rev_key_to_index(key: bytes) -> bytes:
     """The index value matching a ``kv`` key."""
-    main, sub = REV.unpack_from(key)
-    return index_value(main, sub, len(key) > 16)
+    return (_from_bytes(key[:16]) ^ _MASK128).to_bytes(16) + _FLAG_BYTES[len(key) > 16]
+
+
+def key_of_stored(value: bytes) -> bytes:
+    """The user key of a stored KeyValue without parsing it: field 1 comes first in the encoding."""
+    n = value[1]
+    if n < 0x80:
+        return value[2 : 2 + n]
+    n = (n & 0x7F) | (value[2] << 7)  # keys are < 512 bytes: at most a 2-byte varint
+    return value[3 : 3 + n]
 
 
 def is_tombstone_key(key: bytes) -> bool:

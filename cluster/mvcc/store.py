@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
-from cluster.api.errors import COMPACTED, FUTURE_REV
+from cluster.api.errors import COMPACTED, EMPTY_KEY, FUTURE_REV
 from cluster.api.gen.mvccpb import kv_pb2
 from cluster.mvcc import compaction
 from cluster.mvcc.layout import (
@@ -234,6 +234,8 @@ class WriteTxn(_Reader):
         """Write a new version of ``key``; returns the previous live KeyValue, if any."""
         if len(key) > MAX_KEY_SIZE:
             raise KeyTooLongError()
+        if not key:
+            raise EMPTY_KEY()
         b = self._b
         txn = self._txn
         main = self._rev + 1
