@@ -125,6 +125,7 @@ class WAL:
         tmp = dirpath.with_name(dirpath.name + ".tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
+        parent_existed = tmp.parent.exists()
         tmp.mkdir(parents=True)
         first = SegmentName(0, 0)
         enc = BatchEncoder(0, segment_start=True)
@@ -135,6 +136,8 @@ class WAL:
         write_file_durably(tmp / first.filename, data, prealloc=segment_size)
         os.rename(tmp, dirpath)  # replaces an empty directory atomically
         fsync_dir(dirpath.parent)
+        if not parent_existed:  # e.g. a fresh data dir: make `member/` itself durable too
+            fsync_dir(dirpath.parent.parent)
         lock = DirLock(dirpath)
         fd = os.open(dirpath / first.filename, os.O_RDWR)
         return cls(dirpath, lock, [first], fd, len(data), enc.crc, metadata, HardState(), 0, segment_size)
