@@ -75,12 +75,15 @@ class EntryApplier:
         kv = self._kv
         with self._store.write() as wtx:
             for entry in entries:
-                if entry.index <= skip_to:
-                    continue
+                fresh = entry.index > skip_to
                 if entry.type == EntryType.CONF_CHANGE:
+                    # Raft must hear of every committed conf change, replayed ones included (etcd too).
                     cc = decode_conf_change(entry.data)
-                    self._membership.apply_conf_change(wtx._txn, cc)
                     out.conf_changes.append(cc)
+                    if fresh:
+                        self._membership.apply_conf_change(wtx._txn, cc)
+                elif not fresh:
+                    continue
                 elif entry.data:
                     req = _InternalRaftRequest.FromString(entry.data)
                     wtx.begin()
@@ -88,8 +91,9 @@ class EntryApplier:
                     wtx.end()
                     if req.header.ID:
                         out.results.append((req.header.ID, result))
-                out.applied_index = entry.index
-                out.applied_term = entry.term
+                if fresh:
+                    out.applied_index = entry.index
+                    out.applied_term = entry.term
             if out.applied_index != self.applied_index:
                 wtx.set_consistent_index(out.applied_index, out.applied_term)
         self.applied_index = out.applied_index

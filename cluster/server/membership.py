@@ -35,7 +35,7 @@ class Membership:
         self.removed.clear()
         with self._backend.read() as txn:
             for key, value in txn.cursor(db=self._db):
-                self.members[_ID.unpack(key)[0]] = internal_pb2.Member.FromString(value)
+                self.members[_ID.unpack(key)[0]] = internal_pb2.Member.FromString(bytes(value))
             for key, _ in txn.cursor(db=self._removed_db):
                 self.removed.add(_ID.unpack(key)[0])
 
@@ -60,8 +60,9 @@ class Membership:
             put(_ID.pack(cc.node_id), b"", db=self._removed_db)
         elif cc.type == ConfChangeType.UPDATE_NODE:
             update = internal_pb2.Member.FromString(cc.context) if cc.context else internal_pb2.Member()
-            member = self.members.get(cc.node_id)
-            if member is not None:
+            current = self.members.get(cc.node_id)
+            if current is not None:
+                member = current
                 del member.raft_attributes.peer_urls[:]
                 member.raft_attributes.peer_urls.extend(update.raft_attributes.peer_urls)
                 put(_ID.pack(cc.node_id), member.SerializeToString(), db=self._db)

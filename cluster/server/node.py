@@ -17,6 +17,7 @@ import logging
 import struct
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,8 @@ class QuorumNode:
         self._waiters = RequestWaiters()
         self._index_waiters = IndexWaiters()
         self._read_seq = 0
-        self._open_read: asyncio.Future[None] | None = None
-        self._open_read_ctx = b""
-        self._reads_in_flight: dict[bytes, asyncio.Future[None]] = {}
+        self._open_read: ReadRound | None = None
+        self._reads_in_flight: dict[bytes, ReadRound] = {}
         self._driver_task: asyncio.Task[None] | None = None
         self._request_timeout = 5.0 + 2 * cfg.election_timeout / 1000.0
         self._published = asyncio.Event()
@@ -72,6 +72,8 @@ class QuorumNode:
         self._compaction_done = asyncio.Event()
         self._compaction_done.set()
         self._background: set[asyncio.Task[None]] = set()
+        self._apply_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply")
+        self._snapshot_queued = False
 
     # ---- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -129,6 +131,7 @@ class QuorumNode:
             self.driver.call_soon(lambda raw: raw.campaign())
         self._spawn(self._publish(), "publish")
         self._spawn(self._run_compactions(), "compactor")
+        self._spawn(self._expire_requests(), "request-expiry")
         if self.store.compaction_pending:
             self._request_compaction()
 
@@ -172,6 +175,7 @@ class QuorumNode:
                 await asyncio.wait_for(self._driver_task, 5)
             except (TimeoutError, Exception):
                 pass
+        self._apply_thread.shutdown(wait=True)
         self._wal.close()
         self.backend.env.close()
 
@@ -211,27 +215,47 @@ class QuorumNode:
             self.cluster_version = version
             log.info("enabled capabilities for version", extra={"cluster-version": version[:3]})
 
-    # ---- raft callbacks (run inside the driver task) ------------------------------------------------
-    def _apply_entries(self, entries: list[Entry]) -> Sequence[ConfChange]:
-        out = self.applier.apply(entries)
+    # ---- apply, on its own thread --------------------------------------------------------------------
+    def _apply_entries(self, entries: list[Entry]) -> asyncio.Future[Sequence[ConfChange]]:
+        """Queue a committed batch on the apply thread; results are published on the event loop.
+
+        The apply thread runs one batch at a time, in order. Backend commits fsync there (with the GIL
+        released), so the event loop keeps serving requests and the next WAL write overlaps them.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Sequence[ConfChange]] = loop.create_future()
+        work = loop.run_in_executor(self._apply_thread, self.applier.apply, entries)
+        work.add_done_callback(lambda f: self._on_applied(f, done))
+        return done
+
+    def _on_applied(self, work: asyncio.Future[Any], done: asyncio.Future[Sequence[ConfChange]]) -> None:
+        exc = work.exception()
+        if exc is not None:
+            # The state machine can no longer be trusted to match the log: stop, as etcd panics.
+            log.critical("failed to apply committed entries; stopping", exc_info=exc)
+            done.set_exception(exc)
+            self.driver.stop()
+            return
+        out = work.result()
         trigger = self._waiters.trigger
         for request_id, result in out.results:
             trigger(request_id, result)
         self._index_waiters.advance(out.applied_index)
         if out.compacted:
             self._request_compaction()
-        if out.applied_index - self._snap_index > self.cfg.snapshot_count:
-            self._snapshot(out.applied_index, out.conf_changes)
-        return out.conf_changes
+        if out.applied_index - self._snap_index > self.cfg.snapshot_count and not self._snapshot_queued:
+            self._snapshot_queued = True
+            index = out.applied_index
+            self.driver.call_soon(lambda raw: self._snapshot(index))
+        done.set_result(out.conf_changes)
 
-    def _snapshot(self, index: int, pending_conf: Sequence[ConfChange]) -> None:
+    def _snapshot(self, index: int) -> None:
         """Take a Raft snapshot at `index` and release the WAL and raft log before it.
 
-        Runs inside the driver task, between persisting and advancing, so no WAL write is in flight.
-        The backend is forced to disk first: once the WAL is released, it is the only copy.
+        Runs as a driver hook between rounds, so no WAL write is in flight. The backend is forced to
+        disk first: once the WAL is released, it is the only copy of what it holds.
         """
-        if pending_conf:
-            return  # the conf state would not include them yet; try after the next batch
+        self._snapshot_queued = False
         started = time.perf_counter()
         self.backend.env.sync(True)
         conf_state = self.raw.status().conf_state
@@ -258,8 +282,9 @@ class QuorumNode:
             await self._compaction_wanted.wait()
             self._compaction_wanted.clear()
             started = time.perf_counter()
-            while not self.store.compact_batch(batch):
-                await asyncio.sleep(0.01)  # let apply batches and reads run in between
+            loop = asyncio.get_running_loop()
+            while not await loop.run_in_executor(self._apply_thread, self.store.compact_batch, batch):
+                await asyncio.sleep(0.01)  # let apply batches run in between
             log.info("finished scheduled compaction",
                      extra={"compact-revision": self.store.compact_revision,
                             "took": f"{(time.perf_counter() - started) * 1000:.3f}ms"})
@@ -270,6 +295,7 @@ class QuorumNode:
         """Wait until scheduled compactions are physically done (CompactionRequest.physical)."""
         await self._compaction_done.wait()
 
+    # ---- raft callbacks (run inside the driver task) ------------------------------------------------
     def _on_soft_state(self, ss: SoftState) -> None:
         if ss.raft_state == StateType.LEADER:
             self._leader_ready.set()
@@ -282,20 +308,35 @@ class QuorumNode:
 
     def _take_read_request(self) -> bytes | None:
         """Close the open ReadIndex round: later readers start a new one."""
-        if self._open_read is None:
+        rnd = self._open_read
+        if rnd is None:
             return None
-        ctx = self._open_read_ctx
-        self._reads_in_flight[ctx] = self._open_read
+        self._reads_in_flight[rnd.ctx] = rnd
         self._open_read = None
-        return ctx
+        return rnd.ctx
 
     def _on_read_states(self, states: list[ReadState]) -> None:
         for rs in states:
-            fut = self._reads_in_flight.pop(rs.request_ctx, None)
-            if fut is None or fut.done():
+            rnd = self._reads_in_flight.pop(rs.request_ctx, None)
+            if rnd is None:
                 continue
-            applied = self._index_waiters.wait(rs.index)
-            applied.add_done_callback(lambda f, fut=fut: _chain(f, fut))
+            self._index_waiters.wait(rs.index).add_done_callback(rnd.on_applied)
+
+    async def _expire_requests(self) -> None:
+        """Fail proposals and read rounds that outlived the request timeout (etcd's ErrTimeout).
+
+        One sweep per interval replaces a timer per request, which cost more than the request itself.
+        """
+        interval = min(0.5, self._request_timeout / 4)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            self._waiters.expire(now, errors.TIMEOUT)
+            for ctx, rnd in list(self._reads_in_flight.items()):
+                if rnd.deadline <= now:
+                    del self._reads_in_flight[ctx]
+                    rnd.resolve(errors.TIMEOUT())
 
     # ---- request pipeline ---------------------------------------------------------------------------
     async def propose(self, req: Any) -> Any:
@@ -305,32 +346,29 @@ class QuorumNode:
         data = req.SerializeToString()
         if len(data) > self.cfg.max_request_bytes:
             raise errors.REQUEST_TOO_LARGE()
-        fut = self._waiters.register(rid)
+        fut = self._waiters.register(rid, self._request_timeout)
         self.driver.propose(rid, data)
         try:
-            async with asyncio.timeout(self._request_timeout):
-                result = await fut
-        except TimeoutError:
+            result = await fut
+        except asyncio.CancelledError:
             self._waiters.cancel(rid)
-            raise errors.TIMEOUT() from None
+            raise
         if isinstance(result, BaseException):
             raise result
         return result
 
     async def read_barrier(self) -> None:
         """Wait until a read started now may be served locally and be linearizable."""
-        fut = self._open_read
-        if fut is None:
-            fut = asyncio.get_running_loop().create_future()
+        rnd = self._open_read
+        loop = asyncio.get_running_loop()
+        if rnd is None:
             self._read_seq += 1
-            self._open_read = fut
-            self._open_read_ctx = _READ_CTX.pack(self._read_seq)
-            self.driver.read_index(b"")  # wakes the driver; it takes the ctx via _take_read_request
-        try:
-            async with asyncio.timeout(self._request_timeout):
-                await asyncio.shield(fut)
-        except TimeoutError:
-            raise errors.TIMEOUT() from None
+            rnd = ReadRound(_READ_CTX.pack(self._read_seq), loop.time() + self._request_timeout)
+            self._open_read = rnd
+            self.driver.read_index()  # wakes the driver; it takes the ctx via _take_read_request
+        fut: asyncio.Future[None] = loop.create_future()
+        rnd.readers.append(fut)
+        await fut
 
     def header(self, revision: int | None = None) -> rpc_pb2.ResponseHeader:
         return rpc_pb2.ResponseHeader(
@@ -366,12 +404,26 @@ class QuorumNode:
         return self.driver.leader.state == StateType.LEADER
 
 
-def _chain(src: asyncio.Future[None], dst: asyncio.Future[None]) -> None:
-    if dst.done():
-        return
-    if src.cancelled():
-        dst.cancel()
-    elif src.exception() is not None:
-        dst.set_exception(src.exception())  # type: ignore[arg-type]
-    else:
-        dst.set_result(None)
+class ReadRound:
+    """The readers sharing one ReadIndex request. Each reader awaits its own future, so a cancelled
+    reader cannot cancel the others."""
+
+    __slots__ = ("ctx", "deadline", "readers")
+
+    def __init__(self, ctx: bytes, deadline: float) -> None:
+        self.ctx = ctx
+        self.deadline = deadline
+        self.readers: list[asyncio.Future[None]] = []
+
+    def on_applied(self, fut: asyncio.Future[None]) -> None:
+        self.resolve(fut.exception())
+
+    def resolve(self, exc: BaseException | None) -> None:
+        readers, self.readers = self.readers, []
+        for fut in readers:
+            if fut.done():
+                continue
+            if exc is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(exc)

@@ -47,9 +47,10 @@ class LeaderState:
 class RaftDriver:
     """Drives a RawNode: ticks, proposals, ReadIndex, persistence, and hand-off of committed entries.
 
-    `apply` is called synchronously with each batch of committed entries, after they are durable, and
-    returns the conf changes among them that Raft must learn about (the apply step decides whether a
-    membership change is valid; Raft only records the outcome).
+    `apply` receives each batch of committed entries once they are durable and returns a future of the
+    conf changes among them. Applying runs elsewhere (a dedicated thread) while this loop goes on with
+    the next round, except when a batch holds a conf change: then the loop waits for it, so Raft
+    learns the new configuration before it produces anything else (as etcd's raftNode does).
     """
 
     def __init__(
@@ -59,7 +60,7 @@ class RaftDriver:
         wal: WAL,
         *,
         heartbeat_s: float,
-        apply: Callable[[list[Entry]], Sequence[ConfChange]],
+        apply: Callable[[list[Entry]], asyncio.Future[Sequence[ConfChange]]],
         apply_snapshot: Callable[[Snapshot], None] | None = None,
         send: Callable[[list[Message]], None] | None = None,
         on_read_states: Callable[[list[ReadState]], None] | None = None,
@@ -210,8 +211,10 @@ class RaftDriver:
         if rd.messages:
             self._send(rd.messages)
         if rd.committed_entries:
-            for cc in self._apply(rd.committed_entries):
-                raw.apply_conf_change(cc)
+            applied = self._apply(rd.committed_entries)
+            if any(e.type == EntryType.CONF_CHANGE for e in rd.committed_entries):
+                for cc in await applied:
+                    raw.apply_conf_change(cc)
         raw.advance(rd)
 
     @staticmethod

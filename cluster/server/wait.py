@@ -14,24 +14,45 @@ from typing import Any
 
 
 class RequestWaiters:
-    """Futures keyed by proposal id; resolved when the proposal's entry is applied on this member."""
+    """Futures keyed by proposal id; resolved when the proposal's entry is applied on this member.
+
+    Every waiter gets the same timeout, so insertion order is deadline order: `expire` only looks at
+    the oldest entries, and no per-request timer is needed.
+    """
 
     __slots__ = ("_futures",)
 
     def __init__(self) -> None:
-        self._futures: dict[int, asyncio.Future[Any]] = {}
+        self._futures: dict[int, tuple[asyncio.Future[Any], float]] = {}
 
-    def register(self, request_id: int) -> asyncio.Future[Any]:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._futures[request_id] = fut
+    def register(self, request_id: int, timeout: float) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._futures[request_id] = (fut, loop.time() + timeout)
         return fut
 
     def cancel(self, request_id: int) -> None:
         self._futures.pop(request_id, None)
 
+    def expire(self, now: float, error: type[BaseException]) -> int:
+        """Fail every waiter whose deadline passed; returns how many."""
+        expired = []
+        for request_id, (_, deadline) in self._futures.items():
+            if deadline > now:
+                break
+            expired.append(request_id)
+        for request_id in expired:
+            fut, _ = self._futures.pop(request_id)
+            if not fut.done():
+                fut.set_exception(error())
+        return len(expired)
+
     def trigger(self, request_id: int, result: Any) -> None:
-        fut = self._futures.pop(request_id, None)
-        if fut is not None and not fut.done():
+        entry = self._futures.pop(request_id, None)
+        if entry is None:
+            return
+        fut = entry[0]
+        if not fut.done():
             if isinstance(result, BaseException):
                 fut.set_exception(result)
             else:
@@ -39,7 +60,7 @@ class RequestWaiters:
 
     def fail_all(self, exc: BaseException) -> None:
         futures, self._futures = self._futures, {}
-        for fut in futures.values():
+        for fut, _ in futures.values():
             if not fut.done():
                 fut.set_exception(exc)
 

@@ -7,7 +7,8 @@ UNIMPLEMENTED), so clients get etcd's method set and a clear status rather than 
 from __future__ import annotations
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
@@ -34,7 +35,7 @@ def server_options(cfg: ServerConfig) -> list[tuple[str, int]]:
     ]
 
 
-def build_server(node: QuorumNode) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+def build_server(node: QuorumNode) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
     server = grpc.aio.server(options=server_options(node.cfg))
     rpc_pb2_grpc.add_KVServicer_to_server(KVService(node), server)
     rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(node), server)
@@ -44,7 +45,7 @@ def build_server(node: QuorumNode) -> tuple[grpc.aio.Server, health.aio.HealthSe
     rpc_pb2_grpc.add_AuthServicer_to_server(rpc_pb2_grpc.AuthServicer(), server)
     v3election_pb2_grpc.add_ElectionServicer_to_server(v3election_pb2_grpc.ElectionServicer(), server)
     v3lock_pb2_grpc.add_LockServicer_to_server(v3lock_pb2_grpc.LockServicer(), server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [
         rpc_pb2.DESCRIPTOR.services_by_name[s].full_name
