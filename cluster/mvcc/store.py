@@ -11,6 +11,7 @@ compaction. Both live in ``meta`` and are read back at open: nothing is rebuilt 
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ from cluster.mvcc.layout import (
     REV,
     KeyTooLongError,
     index_value,
+    key_of_stored,
+    rev_key_to_index,
+    seek_at_or_below,
 )
 from cluster.mvcc.reads import get_latest, range_at, range_latest
 from cluster.storage.backend import Backend
@@ -115,6 +119,35 @@ class _Reader:
             return []
         return list(cur.iternext_dup(keys=False, values=True))
 
+    def _hash_kv(self, rev: int, current: int, compact: int) -> tuple[int, int]:
+        """etcd's HashByRev: CRC-32 of every ``kv`` entry a reader at ``rev`` could need, identical on
+        members whether or not their physical compaction has finished. Returns (hash, rev used).
+
+        Entries above the compact revision count when <= rev; older ones only when still the key's
+        newest live revision <= rev. (zlib CRC-32 over Quorum's layout: comparable between Quorum
+        members, not with etcd's numbers.)"""
+        if 0 < rev <= compact:
+            raise COMPACTED()
+        if rev > current:
+            raise FUTURE_REV()
+        if rev <= 0:
+            rev = current
+        seek = seek_at_or_below(rev)
+        lower = REV.pack(compact + 1, 0) if compact >= 0 else b""
+        stop = REV.pack(rev + 1, 0)
+        idx = self._txn.cursor(self._b.index)
+        crc = zlib.crc32(b"key")
+        for k, v in self._txn.cursor(self._b.kv):
+            if k >= stop:
+                break
+            if k < lower:
+                if len(k) > 16 or not idx.set_range_dup(key_of_stored(v), seek):
+                    continue
+                if idx.value() != rev_key_to_index(k):
+                    continue
+            crc = zlib.crc32(v, zlib.crc32(k, crc))
+        return crc, rev
+
     def history(self, min_rev: int, max_rev: int = 0, limit: int = 0) -> list[tuple[int, bool, bytes]]:
         """Stored changes with ``min_rev <= main <= max_rev`` (0: no upper bound) in revision order, as
         (main revision, is tombstone, KeyValue bytes): what watch catch-up replays."""
@@ -156,6 +189,10 @@ class ReadTxn(_Reader):
         self, key: bytes, end: bytes = b"", revision: int = 0, limit: int = 0, count_only: bool = False
     ) -> RangeResult:
         return self._range(key, end, revision, limit, count_only, self.revision, self.compact_revision)
+
+    def hash_kv(self, revision: int = 0) -> tuple[int, int]:
+        """(hash, revision) for the Maintenance HashKV RPC; see ``_hash_kv``."""
+        return self._hash_kv(revision, self.revision, self.compact_revision)
 
 
 class WriteTxn(_Reader):

@@ -297,3 +297,32 @@ def _check_all_revisions(rng: random.Random, keys: list[bytes], store: KVStore, 
         for rev in range(floor + 1, model.revision + 1):
             want_revs.extend([rev] * model.changes.get(rev, 0))
         assert hist == want_revs
+
+
+def test_hash_kv_is_independent_of_physical_compaction_progress(tmp_path: Path) -> None:
+    stores = []
+    for name in ("done", "scheduled"):
+        be = Backend(tmp_path / name, map_size=64 << 20)
+        st = KVStore(be)
+        for i in range(12):
+            one_entry(st, ("put", b"k%d" % (i % 3), b"%d" % i))
+            if i % 4 == 3:
+                one_entry(st, ("delete_range", b"k0", b""))
+        stores.append(st)
+    done, scheduled = stores
+    with done.read() as a, scheduled.read() as b:
+        assert a.hash_kv() == b.hash_kv()
+        assert a.hash_kv(5) == b.hash_kv(5) and a.hash_kv(5) != a.hash_kv()
+    done.compact(9)
+    with scheduled.write() as w:
+        w.compact(9)
+    for rev in (0, 10, 13):
+        with done.read() as a, scheduled.read() as b:
+            assert a.hash_kv(rev) == b.hash_kv(rev)
+    with done.read() as a:
+        with pytest.raises(COMPACTED):
+            a.hash_kv(9)
+        with pytest.raises(FUTURE_REV):
+            a.hash_kv(a.revision + 1)
+    for st in stores:
+        st.backend.close()
