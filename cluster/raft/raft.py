@@ -532,7 +532,8 @@ class Raft:
                 # Leadership transfer: campaign at once, even within a leader lease.
                 self.campaign(CAMPAIGN_TRANSFER)
         elif t == _MT.READ_INDEX:
-            if self.lead != NONE:
+            # Forward only our own requests: a request relayed twice would be answered to the relay.
+            if self.lead != NONE and m.from_ in (NONE, self.id):
                 m.to = self.lead
                 self.send(m)
         elif t == _MT.READ_INDEX_RESP and len(m.entries) == 1:

@@ -4,20 +4,52 @@
 `send` delivers a message and then every message it causes, until quiet, with optional drops,
 cuts, isolation and ignored message types. It is meant for unit tests that assert exact states.
 
-The randomized simulator (seeded network with delay/loss/duplication/reordering, partitions,
-crash/restart from persisted state, invariants after every step) lives in
-`cluster.testing.raftsim_cluster` and is run with `python -m cluster.testing.raftsim`.
+`Simulation` is the randomized simulator: N members driven through RawNode exactly as the node's
+driver does (persist, send, apply, advance), a seeded network that delays, drops, duplicates and
+reorders messages, partitions, crashes and restarts from what was persisted, membership changes,
+leadership transfers and ReadIndex reads, with Raft's safety properties checked after every step
+and liveness checked after healing. Run `python -m cluster.testing.raftsim --seeds 200`; a failure
+prints the one-line command that replays it.
 """
 
 from __future__ import annotations
 
+import argparse
+import copy
+import hashlib
+import heapq
 import random
+import sys
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cluster.raft import MemoryStorage, ProposalDropped, Raft, RaftConfig
+from cluster.raft import (
+    MemoryStorage,
+    ProposalDropped,
+    Raft,
+    RaftConfig,
+    RaftError,
+    RawNode,
+    StepPeerNotFound,
+    bootstrap,
+    decode_conf_change,
+)
 from cluster.raft.tracker import ProgressTracker
-from cluster.raft.types import ConfState, Entry, HardState, Message, MessageType
+from cluster.raft.types import (
+    NONE,
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MessageType,
+    Snapshot,
+    SnapshotMetadata,
+    StateType,
+)
 
 
 class _Blackhole:
@@ -191,3 +223,608 @@ class Network:
                 continue
             out.append(m)
         return out
+
+
+# ================================================================================================
+# Randomized simulator
+# ================================================================================================
+
+
+class InvariantViolation(AssertionError):
+    """A safety (or, at the end of a run, liveness) property of Raft does not hold."""
+
+
+@dataclass(slots=True)
+class SimConfig:
+    """Everything a run depends on; derived from the seed so that `--seed N` replays exactly."""
+
+    seed: int
+    ticks: int = 300
+    nodes: int = 3
+    pre_vote: bool = False
+    check_quorum: bool = False
+    max_inflight: int = 4
+    max_size_per_msg: int = 64
+    max_committed_size_per_ready: int = 0
+    drop: float = 0.05
+    duplicate: float = 0.03
+    max_delay: int = 3
+    reorder: float = 0.02
+    crash: float = 0.01
+    partition: float = 0.02
+    propose: float = 0.5
+    read: float = 0.2
+    conf_change: float = 0.02
+    transfer: float = 0.01
+    snapshot_every: int = 20
+    heal_ticks: int = 200
+
+    @classmethod
+    def from_seed(cls, seed: int, ticks: int | None = None, nodes: int | None = None) -> SimConfig:
+        rng = random.Random(seed * 7919 + 1)
+        cfg = cls(
+            seed=seed,
+            nodes=rng.choice((1, 3, 3, 3, 5, 5)) if nodes is None else nodes,
+            pre_vote=rng.random() < 0.5,
+            check_quorum=rng.random() < 0.5,
+            max_inflight=rng.choice((1, 2, 4, 256)),
+            max_size_per_msg=rng.choice((0, 16, 64, 1 << 20)),
+            max_committed_size_per_ready=rng.choice((0, 0, 40)),
+            drop=rng.choice((0.0, 0.02, 0.1, 0.3)),
+            duplicate=rng.choice((0.0, 0.05)),
+            max_delay=rng.choice((0, 1, 3, 6)),
+            reorder=rng.choice((0.0, 0.01, 0.1)),
+            crash=rng.choice((0.0, 0.005, 0.02)),
+            partition=rng.choice((0.0, 0.01, 0.05)),
+            conf_change=rng.choice((0.0, 0.01, 0.03)),
+            transfer=rng.choice((0.0, 0.01)),
+            snapshot_every=rng.choice((5, 20, 1000)),
+        )
+        if ticks is not None:
+            cfg.ticks = ticks
+        return cfg
+
+    def replay_command(self) -> str:
+        return f"python -m cluster.testing.raftsim --seed {self.seed} --ticks {self.ticks}"
+
+
+@dataclass(slots=True, order=True)
+class _InFlight:
+    deliver_at: int
+    seq: int
+    msg: Message = field(compare=False)
+
+
+_HASH0 = hashlib.sha256(b"raftsim").digest()[:16]
+
+
+def _chain(h: bytes, index: int, data: bytes) -> bytes:
+    return hashlib.sha256(h + index.to_bytes(8, "little") + data).digest()[:16]
+
+
+class SimNode:
+    """One member: a RawNode over a MemoryStorage that stands for its disk, plus a state machine
+    (a hash chain over applied entries). Only what a Ready handed over for persistence is written
+    to the storage, so a crash (dropping the RawNode) loses exactly what a real crash would."""
+
+    def __init__(self, sim: Simulation, node_id: int, storage: MemoryStorage) -> None:
+        self.sim = sim
+        self.id = node_id
+        self.storage = storage
+        self.raw: RawNode | None = None
+        self.sm_index = 0
+        self.sm_hash = _HASH0
+        self.conf_state = ConfState()
+        self.removed = False
+        self.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.raw is not None
+
+    def start(self) -> None:
+        snap = self.storage.snapshot()
+        self.sm_index = snap.metadata.index
+        self.sm_hash = snap.data if snap.data else _HASH0
+        self.conf_state = snap.metadata.conf_state
+        cfg = self.sim.cfg
+        self.raw = RawNode(
+            RaftConfig(
+                id=self.id,
+                storage=self.storage,
+                applied=self.sm_index,
+                election_tick=10,
+                heartbeat_tick=1,
+                pre_vote=cfg.pre_vote,
+                check_quorum=cfg.check_quorum,
+                max_inflight_msgs=cfg.max_inflight,
+                max_size_per_msg=cfg.max_size_per_msg,
+                max_committed_size_per_ready=cfg.max_committed_size_per_ready,
+                rand=random.Random(self.sim.rng.random()),
+            )
+        )
+
+    def crash(self) -> None:
+        self.raw = None
+
+
+class Simulation:
+    """Seeded cluster run with faults; raises InvariantViolation on the first broken property."""
+
+    def __init__(self, cfg: SimConfig, trace: bool = False) -> None:
+        self.cfg = cfg
+        self.rng = random.Random(cfg.seed)
+        self.trace_on = trace
+        self.now = 0
+        self.seq = 0
+        self.queue: list[_InFlight] = []
+        self.blocked: set[tuple[int, int]] = set()
+        self.link_clock: dict[tuple[int, int], int] = {}
+        self.faults = True
+        self.nodes: dict[int, SimNode] = {}
+        self.next_id = cfg.nodes + 1
+        # Global knowledge used by the invariants.
+        self.leader_of_term: dict[int, int] = {}
+        self.entry_data: dict[tuple[int, int], bytes] = {}
+        self.entry_prev_term: dict[tuple[int, int], int] = {}
+        self.committed: dict[int, tuple[int, bytes]] = {}
+        self.max_commit = 0
+        self.applied_hash: dict[int, bytes] = {}
+        self.pending_reads: dict[bytes, tuple[int, int]] = {}
+        self.reads_served = 0
+        self.proposals = 0
+        self.read_seq = 0
+        peers = [(i, b"") for i in range(1, cfg.nodes + 1)]
+        for i in range(1, cfg.nodes + 1):
+            storage = MemoryStorage()
+            bootstrap(storage, peers)
+            self.nodes[i] = SimNode(self, i, storage)
+
+    # ---- driver ----------------------------------------------------------------------------
+
+    def trace(self, text: str) -> None:
+        if self.trace_on:
+            print(f"[{self.now:5d}] {text}")
+
+    def fail(self, what: str) -> None:
+        raise InvariantViolation(f"seed {self.cfg.seed} tick {self.now}: {what}\n"
+                                 f"replay: {self.cfg.replay_command()}")
+
+    def live(self) -> list[SimNode]:
+        return [n for n in self.nodes.values() if n.raw is not None]
+
+    def handle_ready(self, node: SimNode) -> None:
+        raw = node.raw
+        assert raw is not None
+        rd = raw.ready()
+        # 1. persist
+        if rd.snapshot is not None:
+            node.storage.apply_snapshot(rd.snapshot)
+        if rd.entries:
+            node.storage.append(rd.entries)
+            self.check_new_entries(node, rd.entries)
+        if rd.hard_state is not None:
+            if rd.hard_state.commit < node.storage.hard_state.commit:
+                self.fail(f"node {node.id} commit index went back "
+                          f"{node.storage.hard_state.commit} -> {rd.hard_state.commit}")
+            node.storage.set_hard_state(rd.hard_state)
+            self.max_commit = max(self.max_commit, rd.hard_state.commit)
+        if rd.soft_state is not None and rd.soft_state.raft_state == StateType.LEADER:
+            self.check_new_leader(node)
+        # 2. send
+        for m in rd.messages:
+            self.send(m)
+        # 3. apply
+        if rd.snapshot is not None:
+            meta = rd.snapshot.metadata
+            node.sm_index = meta.index
+            node.sm_hash = rd.snapshot.data
+            node.conf_state = meta.conf_state
+            self.check_applied(node)
+        for rs in rd.read_states:
+            self.check_read_state(node, rs.index, rs.request_ctx)
+        for e in rd.committed_entries:
+            self.apply_entry(node, e)
+            if node.raw is None:
+                return  # removed from the cluster and stopped
+        # 4. advance
+        raw.advance(rd)
+        self.maybe_snapshot(node)
+
+    def apply_entry(self, node: SimNode, e: Entry) -> None:
+        prev = self.committed.get(e.index)
+        if prev is None:
+            self.committed[e.index] = (e.term, e.data)
+        elif prev != (e.term, e.data):
+            self.fail(f"node {node.id} applies ({e.term}, {e.index}) but {prev} was committed there")
+        if e.index != node.sm_index + 1:
+            self.fail(f"node {node.id} applies index {e.index} after {node.sm_index}")
+        node.sm_index = e.index
+        node.sm_hash = _chain(node.sm_hash, e.index, e.data)
+        self.check_applied(node)
+        if e.type == EntryType.CONF_CHANGE:
+            assert node.raw is not None
+            cc = decode_conf_change(e.data)
+            node.conf_state = node.raw.apply_conf_change(cc)
+            self.trace(f"n{node.id} applied {cc.type.name} {cc.node_id} -> {node.conf_state}")
+            if cc.type in (ConfChangeType.ADD_NODE, ConfChangeType.ADD_LEARNER_NODE):
+                self.ensure_started(cc.node_id)
+            elif cc.type == ConfChangeType.REMOVE_NODE and cc.node_id == node.id:
+                node.removed = True
+                node.crash()
+                self.trace(f"n{node.id} removed: stopped")
+
+    def ensure_started(self, node_id: int) -> None:
+        if node_id in self.nodes:
+            return
+        self.trace(f"n{node_id} started empty to join")
+        self.nodes[node_id] = SimNode(self, node_id, MemoryStorage())
+
+    def maybe_snapshot(self, node: SimNode) -> None:
+        every = self.cfg.snapshot_every
+        snap_index = node.storage.snapshot().metadata.index
+        if node.sm_index - snap_index < every or node.sm_index <= snap_index:
+            return
+        node.storage.create_snapshot(node.sm_index, node.conf_state, node.sm_hash)
+        keep = self.rng.randrange(0, every)
+        compact_to = node.sm_index - keep
+        if compact_to > node.storage.first_index():
+            node.storage.compact(compact_to)
+
+    def send(self, m: Message) -> None:
+        cfg = self.cfg
+        if self.faults and self.rng.random() < cfg.drop:
+            if m.type == MessageType.SNAP:
+                self.report_snapshot(m, failed=True)
+            return
+        if m.type == MessageType.SNAP:
+            m = self.merged_snapshot_message(m)
+        copies = 2 if self.faults and self.rng.random() < cfg.duplicate else 1
+        link = (m.from_, m.to)
+        for _ in range(copies):
+            max_delay = cfg.max_delay if self.faults else min(cfg.max_delay, 1)
+            at = self.now + (self.rng.randint(0, max_delay) if max_delay else 0)
+            # Links are FIFO streams (like the gRPC transport) unless this message is reordered.
+            if not (self.faults and self.rng.random() < cfg.reorder):
+                at = max(at, self.link_clock.get(link, 0))
+                self.link_clock[link] = at
+            self.seq += 1
+            heapq.heappush(self.queue, _InFlight(at, self.seq, m))
+
+    def merged_snapshot_message(self, m: Message) -> Message:
+        """Like etcd's server, ship the sender's current applied state rather than the possibly
+        older snapshot kept in raft storage, so a member added after that snapshot is in it."""
+        sender = self.nodes[m.from_]
+        assert m.snapshot is not None
+        if sender.sm_index <= m.snapshot.metadata.index:
+            return m
+        term = sender.storage.term(sender.sm_index)
+        meta = SnapshotMetadata(index=sender.sm_index, term=term, conf_state=sender.conf_state)
+        return replace(m, snapshot=Snapshot(metadata=meta, data=sender.sm_hash))
+
+    def report_snapshot(self, m: Message, failed: bool) -> None:
+        """Like the transport, tell the sender of a snapshot whether it got through."""
+        self.seq += 1
+        status = Message(type=MessageType.SNAP_STATUS, to=m.from_, from_=m.to, reject=failed)
+        heapq.heappush(self.queue, _InFlight(self.now + 1, self.seq, status))
+
+    def deliver_due(self) -> bool:
+        due: list[Message] = []
+        while self.queue and self.queue[0].deliver_at <= self.now:
+            due.append(heapq.heappop(self.queue).msg)
+        if not due:
+            return False
+        self.rng.shuffle(due)
+        for m in due:
+            node = self.nodes.get(m.to)
+            if m.type == MessageType.SNAP_STATUS:
+                if node is not None and node.raw is not None:
+                    node.raw.report_snapshot(m.from_, failed=m.reject)
+                continue
+            reachable = node is not None and node.raw is not None and (m.from_, m.to) not in self.blocked
+            if m.type == MessageType.SNAP:
+                self.report_snapshot(m, failed=not reachable)
+            if not reachable:
+                continue
+            assert node is not None and node.raw is not None
+            try:
+                node.raw.step(copy.copy(m))
+            except (ProposalDropped, StepPeerNotFound):
+                pass
+        return True
+
+    def pump(self) -> None:
+        for _ in range(10_000):
+            busy = False
+            for node in list(self.nodes.values()):
+                if node.raw is not None and node.raw.has_ready():
+                    self.handle_ready(node)
+                    busy = True
+            busy = self.deliver_due() or busy
+            if not busy:
+                return
+        self.fail("cluster did not quiesce within a tick")
+
+    def run(self) -> None:
+        for now in range(self.cfg.ticks):
+            self.now = now
+            self.step_tick()
+        self.heal_and_check_liveness()
+
+    def step_tick(self) -> None:
+        if self.faults:
+            self.maybe_fault()
+        self.client_ops()
+        for node in self.live():
+            if not self.faults or self.rng.random() < 0.95:  # some clock skew
+                assert node.raw is not None
+                node.raw.tick()
+        self.pump()
+        self.check_election_safety()
+
+    # ---- workload and faults ---------------------------------------------------------------
+
+    def leader(self) -> SimNode | None:
+        best = None
+        for n in self.live():
+            assert n.raw is not None
+            r = n.raw.raft
+            if r.state == StateType.LEADER and (best is None or r.term > best.raw.raft.term):  # type: ignore[union-attr]
+                best = n
+        return best
+
+    def client_ops(self) -> None:
+        cfg, rng = self.cfg, self.rng
+        live = self.live()
+        if not live:
+            return
+        if rng.random() < cfg.propose:
+            node = self.leader() if rng.random() < 0.8 else rng.choice(live)
+            if node is not None and node.raw is not None:
+                batch = [f"v{self.proposals + i}".encode() for i in range(rng.randint(1, 5))]
+                self.proposals += len(batch)
+                try:
+                    node.raw.propose_many(batch)
+                except ProposalDropped:
+                    pass
+        if rng.random() < cfg.read:
+            node = rng.choice(live)
+            assert node.raw is not None
+            self.read_seq += 1
+            ctx = f"read-{node.id}-{self.read_seq}".encode()
+            self.pending_reads[ctx] = (node.id, self.max_commit)
+            node.raw.read_index(ctx)
+        if self.faults and rng.random() < cfg.conf_change:
+            self.propose_conf_change()
+        if self.faults and rng.random() < cfg.transfer:
+            lead = self.leader()
+            if lead is not None and lead.raw is not None:
+                voters = [v for v in lead.raw.raft.prs.voters if v != lead.id]
+                if voters:
+                    lead.raw.transfer_leader(rng.choice(sorted(voters)))
+
+    def propose_conf_change(self) -> None:
+        lead = self.leader()
+        if lead is None or lead.raw is None:
+            return
+        rng = self.rng
+        r = lead.raw.raft
+        voters, learners = sorted(r.prs.voters), sorted(r.prs.learners)
+        choice = rng.random()
+        if choice < 0.3 and len(self.nodes) < self.cfg.nodes + 4:
+            cc = ConfChange(ConfChangeType.ADD_LEARNER_NODE, self.next_id)
+        elif choice < 0.5 and len(self.nodes) < self.cfg.nodes + 4:
+            cc = ConfChange(ConfChangeType.ADD_NODE, self.next_id)
+        elif choice < 0.75 and learners:
+            cc = ConfChange(ConfChangeType.ADD_NODE, rng.choice(learners))
+        elif len(voters) > 2:
+            cc = ConfChange(ConfChangeType.REMOVE_NODE, rng.choice(voters + learners))
+        else:
+            return
+        if cc.node_id == self.next_id:
+            self.next_id += 1
+        self.trace(f"propose {cc.type.name} {cc.node_id} via n{lead.id}")
+        try:
+            lead.raw.propose_conf_change(cc)
+        except ProposalDropped:
+            pass
+
+    def maybe_fault(self) -> None:
+        cfg, rng = self.cfg, self.rng
+        for node in self.nodes.values():
+            if node.removed:
+                continue
+            if node.raw is not None and rng.random() < cfg.crash:
+                self.trace(f"n{node.id} crashes")
+                node.crash()
+                self.check_restart_state(node)
+            elif node.raw is None and rng.random() < 0.1:
+                self.trace(f"n{node.id} restarts")
+                node.start()
+                self.check_restart_state(node)
+        if rng.random() < cfg.partition:
+            ids = sorted(self.nodes)
+            if self.blocked or rng.random() < 0.3:
+                self.blocked = set()
+                self.trace("partition healed")
+            else:
+                side = {i for i in ids if rng.random() < 0.5}
+                self.blocked = {(a, b) for a in ids for b in ids if (a in side) != (b in side)}
+                self.trace(f"partition {sorted(side)} | {sorted(set(ids) - side)}")
+
+    # ---- invariants ------------------------------------------------------------------------
+
+    def check_new_entries(self, node: SimNode, ents: Sequence[Entry]) -> None:
+        """Log matching: an (index, term) pair always names the same data and the same
+        predecessor term, whichever log holds it."""
+        prev_term = node.storage.term(ents[0].index - 1)
+        for e in ents:
+            key = (e.index, e.term)
+            data = self.entry_data.setdefault(key, e.data)
+            if data != e.data:
+                self.fail(f"node {node.id}: two different entries at index {e.index} term {e.term}")
+            pt = self.entry_prev_term.setdefault(key, prev_term)
+            if pt != prev_term:
+                self.fail(f"node {node.id}: log matching broken at index {e.index} term {e.term}")
+            prev_term = e.term
+
+    def check_new_leader(self, node: SimNode) -> None:
+        """Leader completeness: a new leader holds every entry committed so far."""
+        assert node.raw is not None
+        r = node.raw.raft
+        log = r.log
+        first = log.first_index()
+        for index in range(max(first, 1), self.max_commit + 1):
+            want = self.committed.get(index)
+            if want is None:
+                continue
+            try:
+                term = log.term(index)
+            except RaftError:
+                continue
+            if term != want[0]:
+                self.fail(f"leader n{node.id} (term {r.term}) lacks committed entry {index}: "
+                          f"has term {term}, committed term {want[0]}")
+
+    def check_election_safety(self) -> None:
+        for node in self.live():
+            assert node.raw is not None
+            r = node.raw.raft
+            if r.state == StateType.LEADER:
+                prev = self.leader_of_term.setdefault(r.term, node.id)
+                if prev != node.id:
+                    self.fail(f"two leaders in term {r.term}: n{prev} and n{node.id}")
+
+    def check_applied(self, node: SimNode) -> None:
+        """State machine safety: every member reaches the same state after the same index."""
+        h = self.applied_hash.setdefault(node.sm_index, node.sm_hash)
+        if h != node.sm_hash:
+            self.fail(f"node {node.id} state diverged at applied index {node.sm_index}")
+
+    def check_read_state(self, node: SimNode, index: int, ctx: bytes) -> None:
+        """ReadIndex is linearizable: the read index covers everything committed before the read
+        was issued, and the answer goes to the member that asked."""
+        # Duplicated messages may answer a read twice; the driver ignores answers it no longer awaits.
+        issued = self.pending_reads.get(ctx)
+        if issued is None:
+            self.fail(f"node {node.id} got a read state for unknown ctx {ctx!r}")
+            return
+        asker, commit_at_issue = issued
+        if asker != node.id:
+            self.fail(f"read {ctx!r} of n{asker} answered at n{node.id}")
+        if index < commit_at_issue:
+            self.fail(f"read {ctx!r} got index {index} < {commit_at_issue} committed before it was issued")
+        self.reads_served += 1
+
+    def check_restart_state(self, node: SimNode) -> None:
+        """Nothing committed is lost: the persisted log still holds the committed prefix."""
+        hs = node.storage.hard_state
+        if hs.commit > node.storage.last_index():
+            self.fail(f"n{node.id} persisted commit {hs.commit} beyond its log {node.storage.last_index()}")
+        for index in range(node.storage.first_index(), hs.commit + 1):
+            want = self.committed.get(index)
+            if want is not None and node.storage.term(index) != want[0]:
+                self.fail(f"n{node.id} lost committed entry {index} across a restart")
+
+    # ---- liveness --------------------------------------------------------------------------
+
+    def heal_and_check_liveness(self) -> None:
+        """With faults gone, a leader must emerge and a marker entry (re-proposed like a client
+        retry) must reach every member. Slow catch-up is fine; a stall of `heal_ticks` ticks
+        without any member applying anything is not."""
+        self.faults = False
+        self.blocked = set()
+        for node in self.nodes.values():
+            if node.raw is None and not node.removed:
+                node.start()
+                self.check_restart_state(node)
+        marker = b"liveness-marker"
+        last_proposal = -(10**9)
+        last_progress = self.now
+        applied = self.total_applied()
+        for _ in range(20 * self.cfg.heal_ticks):
+            self.now += 1
+            if self.now - last_proposal >= 100 and self.marker_index(marker) is None:
+                lead = self.leader()
+                if lead is not None and lead.raw is not None and lead.raw.raft.lead_transferee == NONE:
+                    try:
+                        lead.raw.propose(marker)
+                        last_proposal = self.now
+                    except ProposalDropped:
+                        pass
+            for node in self.live():
+                assert node.raw is not None
+                node.raw.tick()
+            self.pump()
+            self.check_election_safety()
+            if self.marker_applied_everywhere(marker):
+                return
+            now_applied = self.total_applied()
+            if now_applied != applied:
+                applied, last_progress = now_applied, self.now
+            elif self.now - last_progress > self.cfg.heal_ticks:
+                break
+        members = {n.id: (n.raw.raft.state.name, n.raw.raft.term, n.sm_index) if n.raw else "down"
+                   for n in self.nodes.values()}
+        self.fail(f"no progress after healing (stalled since tick {last_progress}); members: {members}")
+
+    def total_applied(self) -> int:
+        """A measure that grows while replication or application makes progress."""
+        return sum(n.sm_index + n.storage.last_index() for n in self.nodes.values())
+
+    def marker_index(self, marker: bytes) -> int | None:
+        return next((i for i, (_, d) in self.committed.items() if d == marker), None)
+
+    def marker_applied_everywhere(self, marker: bytes) -> bool:
+        idx = self.marker_index(marker)
+        if idx is None:
+            return False
+        lead = self.leader()
+        if lead is None or lead.raw is None:
+            return False
+        prs = lead.raw.raft.prs
+        in_config = prs.voters | prs.learners
+        members = [n for n in self.nodes.values() if n.id in in_config]
+        return all(n.sm_index >= idx for n in members)
+
+    def summary(self) -> str:
+        leaders = len(self.leader_of_term)
+        return (f"seed {self.cfg.seed}: {len(self.nodes)} members, {leaders} leaders/terms, "
+                f"{len(self.committed)} committed, {self.reads_served} reads, {self.proposals} proposed")
+
+
+def run_seed(
+    seed: int, ticks: int | None = None, nodes: int | None = None, trace: bool = False
+) -> Simulation:
+    sim = Simulation(SimConfig.from_seed(seed, ticks=ticks, nodes=nodes), trace=trace)
+    sim.run()
+    return sim
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cluster.testing.raftsim",
+                                     description="Run the seeded Raft simulator.")
+    parser.add_argument("--seed", type=int, default=None, help="run only this seed")
+    parser.add_argument("--seeds", type=int, default=100, help="number of seeds when --seed is absent")
+    parser.add_argument("--first", type=int, default=0, help="first seed when --seed is absent")
+    parser.add_argument("--ticks", type=int, default=None)
+    parser.add_argument("--nodes", type=int, default=None)
+    parser.add_argument("--trace", action="store_true", help="print the events of the run")
+    args = parser.parse_args(argv)
+    seeds = [args.seed] if args.seed is not None else list(range(args.first, args.first + args.seeds))
+    failed = 0
+    for seed in seeds:
+        try:
+            sim = run_seed(seed, ticks=args.ticks, nodes=args.nodes, trace=args.trace)
+        except InvariantViolation as e:
+            failed += 1
+            print(f"FAIL {e}")
+            continue
+        if args.seed is not None or args.trace:
+            print(sim.summary())
+    print(f"{len(seeds) - failed}/{len(seeds)} seeds passed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
