@@ -257,6 +257,36 @@ class Client:
             raise NoEndpoints()
         return self.endpoints[self._current % len(self.endpoints)]
 
+    async def _ready_connection(self, pinned: str | None, remaining: float | None) -> _Connection | None:
+        """A connected channel: the current endpoint if it is up, else whichever connects first.
+
+        Every endpoint is dialled at once (as a round-robin balancer would), so a dead first
+        endpoint costs nothing when another is alive. None when none connects within the dial
+        timeout (or what is left of the caller's deadline).
+        """
+        wait = self.dial_timeout if remaining is None else min(remaining, self.dial_timeout)
+        if pinned is not None:
+            conn = self._connection(self._pick(pinned))
+            return conn if await conn.ready(wait) else None
+        if not self.endpoints:
+            raise NoEndpoints()
+        count = len(self.endpoints)
+        order = [self.endpoints[(self._current + i) % count] for i in range(count)]
+        conns = [self._connection(e) for e in order]
+        for conn in conns:
+            if conn.channel.get_state(try_to_connect=True) == grpc.ChannelConnectivity.READY:
+                self._current = self.endpoints.index(conn.endpoint)
+                return conn
+        waiters = {asyncio.ensure_future(conn.channel.channel_ready()): conn for conn in conns}
+        done, pending = await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            conn = waiters[task]
+            self._current = self.endpoints.index(conn.endpoint)
+            return conn
+        return None
+
     def _rotate(self, pinned: str | None) -> None:
         if pinned is None and self.endpoints:
             self._current = (self._current + 1) % len(self.endpoints)
@@ -267,7 +297,10 @@ class Client:
         if self._on_call_failed is not None:
             self._on_call_failed(CallFailure(endpoint.raw, method, attempt, code, details, pinned))
 
-    async def _metadata(self, conn: _Connection, timeout: float) -> list[tuple[str, str]] | None:
+    async def _metadata(
+        self, conn: _Connection, timeout: float, pinned: bool
+    ) -> list[tuple[str, str]] | None:
+        """The auth token metadata, authenticating first when a user is configured."""
         if self._username is None:
             return None
         if self._token is None:
@@ -275,6 +308,7 @@ class Client:
             try:
                 response = await conn.stub("Auth").Authenticate(request, timeout=timeout)
             except grpc.aio.AioRpcError as err:
+                self._report(conn.endpoint, "Authenticate", 0, err.code(), err.details() or "", pinned)
                 etcd = etcd_errors.from_rpc_error(err)
                 if etcd is not None and isinstance(etcd, etcd_errors.AUTH_NOT_ENABLED):
                     self._username = None
@@ -303,17 +337,16 @@ class Client:
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 raise _deadline_error(target, method, attempt, self, last_error, endpoint is not None)
-            conn = self._connection(target)
-            dial = self.dial_timeout if remaining is None else min(remaining, self.dial_timeout)
-            if not await conn.ready(dial):
+            conn = await self._ready_connection(endpoint, remaining)
+            if conn is None:
                 last_error = ClientError(grpc.StatusCode.UNAVAILABLE, "all SubConns are in TransientFailure")
-                self._rotate(endpoint)
                 await asyncio.sleep(RETRY_BACKOFF)
                 continue
+            target = conn.endpoint
             try:
                 remaining = None if deadline is None else max(0.0, deadline - loop.time())
                 metadata = await self._metadata(
-                    conn, remaining if remaining is not None else self.dial_timeout
+                    conn, remaining if remaining is not None else self.dial_timeout, endpoint is not None
                 )
                 return await getattr(conn.stub(service), method)(
                     request, timeout=remaining, metadata=metadata

@@ -59,9 +59,10 @@ class Command:
             node = node.parent
         return sorted(specs.values(), key=lambda s: s.name)
 
-    def local_specs(self) -> list[FlagSpec]:
+    def local_specs(self, with_help: bool = True) -> list[FlagSpec]:
         help_flag = FlagSpec("help", "bool", False, f"help for {self.name}", "h")
-        return sorted([*self.flags, *self.persistent, help_flag], key=lambda s: s.name)
+        specs = [*self.flags, *self.persistent, *([help_flag] if with_help else [])]
+        return sorted(specs, key=lambda s: s.name)
 
     def flag_set(self) -> FlagSet:
         return FlagSet({s.name: s for s in [*self.local_specs(), *self.inherited_specs()]})
@@ -176,8 +177,12 @@ def find(root: Command, args: list[str]) -> tuple[Command, list[str]]:
     return command, rest
 
 
-def usage(command: Command) -> str:
-    """etcdctl's usage text for ``command`` (what ``--help`` prints)."""
+def usage(command: Command, with_help_flag: bool = True) -> str:
+    """etcdctl's usage text for ``command`` (what ``--help`` prints).
+
+    cobra adds the ``-h, --help`` flag lazily, so a usage printed for a command that was not
+    executed (``help <unknown topic>`` printing the root's) lacks it: ``with_help_flag=False``.
+    """
     root = command.root()
     text = "NAME:\n"
     if command.parent is None:
@@ -200,7 +205,9 @@ def usage(command: Command) -> str:
         text += "\nDESCRIPTION:\n"
         for line in command.long.strip("\n\t ").split("\n"):
             text += f"\t{line}\n"
-    text += "\nOPTIONS:\n" + "".join(spec.usage_line() for spec in command.local_specs())
+    local = command.local_specs(with_help_flag)
+    if local:
+        text += "\nOPTIONS:\n" + "".join(spec.usage_line() for spec in local)
     inherited = command.inherited_specs()
     if inherited:
         text += "\nGLOBAL OPTIONS:\n" + "".join(spec.usage_line() for spec in inherited)

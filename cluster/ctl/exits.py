@@ -19,3 +19,7 @@ class CtlExit(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class GoPanic(Exception):
+    """etcdctl would panic here (a Go runtime panic: the message on stderr, exit status 2)."""

@@ -10,10 +10,9 @@ from typing import BinaryIO
 from cluster.api.errors import EtcdError
 from cluster.client import ClientError
 from cluster.ctl.cobra import Command, CommandLineError, Invocation, prepare, usage
-from cluster.ctl.exits import EXIT_ERROR, CtlExit
+from cluster.ctl.exits import EXIT_ERROR, CtlExit, GoPanic
 from cluster.ctl.session import Session, default_streams
 from cluster.ctl.tree import build_tree
-from cluster.ctl.txnparse import GoPanic
 
 
 def _help_command(root: Command, args: list[str], stdout: BinaryIO, stderr: BinaryIO) -> None:
@@ -22,7 +21,7 @@ def _help_command(root: Command, args: list[str], stdout: BinaryIO, stderr: Bina
         child = command.find_child(word)
         if child is None:
             stderr.write(f"Unknown help topic [`{' '.join(args)}`]\n".encode())
-            stdout.write(usage(root).encode())
+            stdout.write(usage(root, with_help_flag=False).encode())
             return
         command = child
     stdout.write(usage(command).encode())

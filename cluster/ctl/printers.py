@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from cluster.api.gen.etcdserverpb import rpc_pb2
 from cluster.api.gen.mvccpb import kv_pb2
-from cluster.ctl.exits import EXIT_BAD_FEATURE, CtlExit
+from cluster.ctl.exits import EXIT_BAD_FEATURE, CtlExit, GoPanic
 from cluster.ctl.goformat import go_quote, humanize_bytes, json_string, message_json
 from cluster.ctl.table import render_table
 
@@ -228,7 +228,11 @@ class FieldsPrinter(Printer):
     def line(self, text: str) -> None:
         self.write(text + "\n")
 
-    def header(self, h: rpc_pb2.ResponseHeader) -> None:
+    def header(self, response: Any) -> None:
+        """The header lines; a response without a header makes etcdctl dereference nil and panic."""
+        if not response.HasField("header"):
+            raise GoPanic("runtime error: invalid memory address or nil pointer dereference")
+        h = response.header
         self.line(f'"ClusterID" : {h.cluster_id}')
         self.line(f'"MemberID" : {h.member_id}')
         self.line(f'"Revision" : {h.revision}')
@@ -243,25 +247,25 @@ class FieldsPrinter(Printer):
         self.line(f'"{prefix}Lease" : {kv.lease}')
 
     def get(self, resp: rpc_pb2.RangeResponse) -> None:
-        self.header(resp.header)
+        self.header(resp)
         for kv in resp.kvs:
             self.kv("", kv)
         self.line(f'"More" : {_go_bool(resp.more)}')
         self.line(f'"Count" : {resp.count}')
 
     def put(self, resp: rpc_pb2.PutResponse) -> None:
-        self.header(resp.header)
+        self.header(resp)
         if resp.HasField("prev_kv"):
             self.kv("Prev", resp.prev_kv)
 
     def delete(self, resp: rpc_pb2.DeleteRangeResponse) -> None:
-        self.header(resp.header)
+        self.header(resp)
         self.line(f'"Deleted" : {resp.deleted}')
         for kv in resp.prev_kvs:
             self.kv("Prev", kv)
 
     def txn(self, resp: rpc_pb2.TxnResponse) -> None:
-        self.header(resp.header)
+        self.header(resp)
         self.line(f'"Succeeded" : {_go_bool(resp.succeeded)}')
         for op in resp.responses:
             kind = op.WhichOneof("response")
@@ -273,14 +277,14 @@ class FieldsPrinter(Printer):
                 self.delete(op.response_delete_range)
 
     def alarm(self, resp: rpc_pb2.AlarmResponse) -> None:
-        self.header(resp.header)
+        self.header(resp)
         for member in resp.alarms:
             self.line(f'"MemberID" : {member.memberID}')
             self.line(f'"AlarmType" : {rpc_pb2.AlarmType.Name(member.alarm)}')
             self.line("")
 
     def member_list(self, resp: rpc_pb2.MemberListResponse) -> None:
-        self.header(resp.header)
+        self.header(resp)
         for m in resp.members:
             self.line(f'"ID" : {m.ID}')
             self.line(f'"Name" : {go_quote(m.name)}')
@@ -302,7 +306,7 @@ class FieldsPrinter(Printer):
     def endpoint_status(self, items: list[EndpointStatus]) -> None:
         for item in items:
             r = item.response
-            self.header(r.header)
+            self.header(r)
             self.line(f'"Version" : {go_quote(r.version)}')
             self.line(f'"DBSize" : {r.dbSize}')
             self.line(f'"Leader" : {r.leader}')
@@ -316,7 +320,7 @@ class FieldsPrinter(Printer):
 
     def endpoint_hashkv(self, items: list[EndpointHashKV]) -> None:
         for item in items:
-            self.header(item.response.header)
+            self.header(item.response)
             self.line(f'"Endpoint" : {go_quote(item.endpoint)}')
             self.line(f'"Hash" : {item.response.hash}')
             self.line("")

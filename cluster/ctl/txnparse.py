@@ -12,12 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cluster.api.gen.etcdserverpb import rpc_pb2
-from cluster.ctl.exits import EXIT_INVALID_INPUT, CtlExit
+from cluster.ctl.exits import EXIT_INVALID_INPUT, CtlExit, GoPanic
 from cluster.ctl.goformat import go_quote
-
-
-class GoPanic(Exception):
-    """etcdctl would panic here (a Go runtime panic, exit status 2)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@ Two fresh single-member etcd servers receive the same command list, one through 
 and one through ``python -m cluster.ctl``; with identical histories their revisions, values and
 sizes are identical, so stdout, stderr and exit status must match byte for byte once the values
 that legitimately differ are normalised: the endpoint address, cluster and member IDs, timings,
-and log timestamps/client ids.
+database file sizes (bbolt growth depends on commit timing), log timestamps/client ids, and the
+goroutine dump after a Go panic's first line.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from cluster.api.gen.etcdserverpb import rpc_pb2
+from cluster.testing.ports import free_port
 from cluster.testing.procs import make_node
 from tests.conftest import require_etcd, require_etcdctl
 
@@ -161,6 +163,24 @@ CASES: list[Case] = [
         env={"ETCDCTL_ENDPOINTS": "{endpoint}", "ETCDCTL_COMMAND_TIMEOUT": "3s"},
     ),
     c("get", "foo", env={"ETCDCTL_ENDPOINTS": "{endpoint}"}),
+    c("get", "foo", env={"ETCDCTL_NO_SUCH_FLAG": "1"}),
+    c("help", "nothing"),
+    c("alarm", "list", "-w", "fields"),
+    c("alarm", "disarm"),
+    c("endpoint", "hashkv", "-w", "json"),
+    c("endpoint", "hashkv", "-w", "table"),
+    c("endpoint", "health", "--cluster"),
+    c("endpoint", "status", "--cluster", "-w", "json"),
+    c("member", "list"),
+    c("member", "list", "-w", "table"),
+    c("member", "list", "-w", "fields"),
+    c("--user", "root:secret", "get", "foo"),
+    c("--cert", "", "get", "foo"),
+    c("--endpoints", "{dead},{endpoint}", "get", "foo", endpoint_flag=False),
+    c("--endpoints", "{dead},{endpoint}", "put", "fo", "over", endpoint_flag=False),
+    c("--endpoints", "{dead},{endpoint}", "endpoint", "health", endpoint_flag=False),
+    c("--endpoints", "{dead}", "--command-timeout", "1s", "get", "foo", endpoint_flag=False),
+    c("--endpoints", "{dead}", "--command-timeout", "1s", "endpoint", "health", endpoint_flag=False),
 ]
 
 
@@ -169,22 +189,29 @@ class Target:
     endpoint: str
     peer: str
     ids: dict[str, str]
+    dead: str
+
+    def fill(self, text: str) -> str:
+        return text.replace("{endpoint}", self.endpoint).replace("{dead}", self.dead)
 
 
 def _run(cmd: list[str], case: Case, target: Target) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update({k: v.replace("{endpoint}", target.endpoint) for k, v in case.env.items()})
-    argv = [*cmd, *([f"--endpoints={target.endpoint}"] if case.endpoint_flag else []), *case.args]
+    env.update({k: target.fill(v) for k, v in case.env.items()})
+    flag = [f"--endpoints={target.endpoint}"] if case.endpoint_flag else []
+    argv = [*cmd, *flag, *(target.fill(arg) for arg in case.args)]
     return subprocess.run(argv, input=case.stdin, capture_output=True, env=env, timeout=60, check=False)
 
 
 def _normalise(data: bytes, target: Target) -> str:
     text = data.decode("utf-8", "surrogateescape")
-    text = text.replace(target.endpoint, "<EP>").replace(target.peer, "<PEER>")
+    text = text.replace(target.endpoint, "<EP>").replace(target.peer, "<PEER>").replace(target.dead, "<DEAD>")
     for value, name in target.ids.items():
         text = text.replace(value, name)
     text = re.sub(r'"ts":"[^"]+"', '"ts":"<TS>"', text)
+    text = re.sub(r'("dbSize(?:InUse)?":|"DBSize" : )\d+', r"\1<SIZE>", text)
+    text = re.sub(r"\b\d+(?:\.\d)? [kMGT]?B\b", "<SIZE>", text)
     text = re.sub(r"client-[0-9a-f-]{36}", "client-<ID>", text)
     text = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}", "<TIME>", text)
     text = re.sub(r"took = [0-9.]+[a-z\u00b5]+", "took = <T>", text)
@@ -219,7 +246,7 @@ def _start_etcd() -> Iterator[Target]:
             str(header["member_id"]): "<MEMBER>",
             f"{header['member_id']:x}": "<MEMBERHEX>",
         }
-        yield Target(node.endpoint, node.peer_url, ids)
+        yield Target(node.endpoint, node.peer_url, ids, f"127.0.0.1:{free_port()}")
     finally:
         node.close()
 

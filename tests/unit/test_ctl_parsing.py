@@ -7,11 +7,11 @@ import pytest
 from cluster.api.gen.etcdserverpb import rpc_pb2
 from cluster.ctl.cobra import Command, CommandLineError, find, suggestions
 from cluster.ctl.durations import DurationError, format_duration, parse_duration
-from cluster.ctl.exits import CtlExit
+from cluster.ctl.exits import CtlExit, GoPanic
 from cluster.ctl.flags import FlagError, FlagSet, FlagSpec, parse_go_int
 from cluster.ctl.kv_commands import GET_FLAGS, build_range, prefix_end
 from cluster.ctl.tabwriter import tabwrite
-from cluster.ctl.txnparse import GoPanic, TxnInput, argify, go_unquote, parse_compare
+from cluster.ctl.txnparse import TxnInput, argify, go_unquote, parse_compare
 
 
 @pytest.mark.parametrize(
