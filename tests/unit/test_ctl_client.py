@@ -35,11 +35,11 @@ class FakeKV(rpc_pb2_grpc.KVServicer):
             await context.abort(*self.fail)
         return response
 
-    async def Range(self, request: rpc_pb2.RangeRequest, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def Range(self, request: rpc_pb2.RangeRequest, context: grpc.aio.ServicerContext) -> Any:
         kv = {"key": request.key, "value": self.name.encode()}
         return await self._answer(context, rpc_pb2.RangeResponse(kvs=[kv], count=1))
 
-    async def Put(self, request: rpc_pb2.PutRequest, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def Put(self, request: rpc_pb2.PutRequest, context: grpc.aio.ServicerContext) -> Any:
         return await self._answer(context, rpc_pb2.PutResponse())
 
 
