@@ -19,6 +19,7 @@ from cluster.api.errors import COMPACTED, FUTURE_REV, KEY_NOT_FOUND, LEASE_NOT_F
 from cluster.api.gen.etcdserverpb import rpc_pb2
 from cluster.api.gen.mvccpb import kv_pb2
 from cluster.mvcc import KVStore, ReadTxn, WriteTxn
+from cluster.mvcc.gosort import go_sort
 
 __all__ = ["KVApplier", "encode_range_response", "is_txn_read_only"]
 
@@ -167,7 +168,7 @@ class KVApplier:
             objs = [kv for kv in objs if _passes_filters(req, kv)]
         sort_key = _SORT_KEYS.get(sort_target)
         if sort_key is not None and sort_order in (_RR.ASCEND, _RR.DESCEND):
-            objs.sort(key=sort_key, reverse=sort_order == _RR.DESCEND)
+            _sort_like_etcd(objs, sort_key, sort_order == _RR.DESCEND)
         more = 0 < limit < len(objs)
         if more:
             objs = objs[:limit]
@@ -292,6 +293,16 @@ class KVApplier:
         resp = rpc_pb2.CompactionResponse()
         resp.header.revision = w.revision
         return resp
+
+
+def _sort_like_etcd(objs: list[Any], sort_key: Callable[[Any], Any], reverse: bool) -> None:
+    """etcd's unstable sort.Sort: without ties any correct sort gives the same order, so only lists
+    with ties pay for the exact port of Go's algorithm."""
+    keys = [sort_key(kv) for kv in objs]
+    if len(set(keys)) == len(keys):
+        objs.sort(key=sort_key, reverse=reverse)
+    else:
+        go_sort(objs, keys, reverse)
 
 
 def _passes_filters(req: Any, kv: Any) -> bool:

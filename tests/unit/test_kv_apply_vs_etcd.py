@@ -157,3 +157,26 @@ def test_random_requests_match_real_etcd(etcd_node: Any, tmp_path: Path, seed: i
     finally:
         local.close()
         channel.close()
+
+
+def test_sorted_ranges_with_many_ties_match_real_etcd(etcd_node: Any, tmp_path: Path) -> None:
+    """Beyond 12 results Go's sort.Sort is not stable; ties must still come out in etcd's order."""
+    channel = grpc.insecure_channel(etcd_node.endpoint)
+    etcd = rpc_pb2_grpc.KVStub(channel)
+    local = LocalKV(tmp_path / "db")
+    rng = random.Random(5)
+    try:
+        for _ in range(90):
+            key = b"k%03d" % rng.randrange(60)
+            req = pb.PutRequest(key=key, value=b"%d" % rng.randrange(3))
+            assert _local_call(local.put, req) == _etcd_call(etcd.Put, req)
+        for target in range(5):
+            for order in range(3):
+                for limit in (0, 20):
+                    rreq = pb.RangeRequest(key=b"k", range_end=b"l", limit=limit, keys_only=True)
+                    rreq.sort_target = target  # type: ignore[assignment]
+                    rreq.sort_order = order  # type: ignore[assignment]
+                    assert _local_call(local.range, rreq) == _etcd_call(etcd.Range, rreq), (target, order)
+    finally:
+        local.close()
+        channel.close()
