@@ -45,6 +45,25 @@ _VOTE_TYPES = frozenset({_MT.VOTE, _MT.VOTE_RESP, _MT.PRE_VOTE, _MT.PRE_VOTE_RES
 _LEADER_MSGS = frozenset({_MT.APP, _MT.HEARTBEAT, _MT.SNAP})
 
 
+_set_term = Entry.__dict__["term"].__set__
+_set_index = Entry.__dict__["index"].__set__
+_set_type = Entry.__dict__["type"].__set__
+_set_data = Entry.__dict__["data"].__set__
+_new = object.__new__
+
+
+def new_entry(term: int, index: int, type_: EntryType, data: bytes) -> Entry:
+    """`Entry(term, index, type_, data)`, about twice as fast: a frozen dataclass's __init__ goes
+    through object.__setattr__ per field, this writes the slots directly. Used on the proposal path,
+    where every proposed command becomes one entry."""
+    e = _new(Entry)
+    _set_term(e, term)
+    _set_index(e, index)
+    _set_type(e, type_)
+    _set_data(e, data)
+    return e
+
+
 @dataclass(kw_only=True, slots=True)
 class RaftConfig:
     """Parameters of one Raft member. Ticks are the unit of time; the driver decides their length."""
@@ -240,17 +259,18 @@ class Raft:
         return True
 
     def append_entry(self, ents: Sequence[Entry]) -> bool:
-        li = self.log.last_index()
+        first = self.log.last_index() + 1
         term = self.term
-        new = [Entry(term, li + 1 + i, e.type, e.data) for i, e in enumerate(ents)]
-        return self.append_new_entries(new)
+        return self.append_new_entries(
+            [new_entry(term, first + i, e.type, e.data) for i, e in enumerate(ents)]
+        )
 
     def append_data(self, datas: Sequence[bytes]) -> bool:
         """Leader fast path for normal proposals: build the log entries directly."""
-        li = self.log.last_index() + 1
+        first = self.log.last_index() + 1
         term = self.term
         normal = EntryType.NORMAL
-        return self.append_new_entries([Entry(term, li + i, normal, d) for i, d in enumerate(datas)])
+        return self.append_new_entries([new_entry(term, first + i, normal, d) for i, d in enumerate(datas)])
 
     def append_new_entries(self, new: list[Entry]) -> bool:
         if self.max_uncommitted_size and not self._increase_uncommitted_size(new):
