@@ -5,7 +5,13 @@ entry is bracketed by ``begin()``/``end()`` and becomes one revision (sub-revisi
 changed anything. Readers open a :class:`ReadTxn` on an LMDB snapshot and never block the writer.
 
 Revisions: a fresh store is at revision 1 (as etcd); ``compact_revision`` is -1 until the first
-compaction. Both live in ``meta`` and are read back at open: nothing is rebuilt in memory.
+compaction. Both live in ``meta`` and are read back at open: nothing is rebuilt in memory. A ReadTxn
+takes them from its own snapshot, so readers on other threads than the applier always see a revision
+that matches the data.
+
+Threads: LMDB allows one write transaction at a time per environment; :meth:`KVStore.write` and
+:meth:`KVStore.compact_batch` block on each other, so run both on the apply thread. After
+``Backend.defrag()`` or ``Backend.replace_with()`` call :meth:`KVStore.reload` (bucket handles change).
 """
 
 from __future__ import annotations

@@ -9,10 +9,13 @@ lose the last committed transaction but never leaves a torn tree (LMDB falls bac
 page). That is safe because the consistent index (the last applied raft index) is stored in ``meta`` in
 the same transaction as the data it covers: after a crash the WAL is replayed from that index.
 
-Map size: LMDB needs an upper bound for the file (address space only; the file grows as pages are used).
-:meth:`Backend.write` grows the map before a transaction when it is more than 3/4 used; if a single
-transaction still overflows, the transaction is aborted, the map is doubled and :class:`BackendGrown` is
-raised so the caller re-runs the whole batch (:meth:`Backend.run_write` does that loop for you).
+Map size: LMDB needs an upper bound for the file. It is address space only (the file grows as pages
+are used), so the default is far above any sane ``--quota-backend-bytes`` and growth should never be
+needed. As a fallback :meth:`Backend.write` grows the map before a transaction when it is more than 3/4
+used; if a single transaction still overflows, it is aborted, the map is doubled and
+:class:`BackendGrown` is raised so the caller re-runs the whole batch (:meth:`Backend.run_write` does that
+loop). Growing invalidates read transactions open at that moment in other threads (py-lmdb then raises
+``lmdb.Error`` from them; it never crashes), which is why the default leaves so much room.
 
 Opening named databases needs its own write transaction in LMDB, so every bucket Quorum knows is
 created at open; :meth:`bucket` opens others lazily and must not be called inside a write transaction.
@@ -32,8 +35,8 @@ import lmdb
 
 __all__ = ["DEFAULT_MAP_SIZE", "KNOWN_BUCKETS", "Backend", "BackendGrown"]
 
-DEFAULT_MAP_SIZE = 8 << 30
-"""Initial LMDB map size: virtual address space, not disk; grows on demand."""
+DEFAULT_MAP_SIZE = 64 << 30
+"""Initial LMDB map size: virtual address space, not disk (8x etcd's largest suggested quota)."""
 
 DUPSORT_BUCKETS = frozenset({b"index", b"leasekeys"})
 """Buckets whose keys hold many sorted values (LMDB dupsort)."""
