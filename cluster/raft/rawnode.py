@@ -67,7 +67,7 @@ class RawNode:
         self.raft = Raft(config)
         self._prev_soft = self.raft.soft_state()
         self._prev_hard = self.raft.hard_state()
-        self._skip_conf: deque[int] = deque()
+        self._skip_conf: deque[ConfChange] = deque()
         self._replayed_conf: set[int] = set()
         self._replay_committed_conf_changes()
 
@@ -120,7 +120,11 @@ class RawNode:
         self.raft.step(Message(type=_MT.PROP, from_=self.raft.id, entries=(e,)))
 
     def apply_conf_change(self, cc: ConfChange) -> ConfState:
-        if self._skip_conf:
+        """Apply a committed membership change (call it for each CONF_CHANGE entry, in order, while
+        applying a Ready's committed entries) and return the resulting configuration."""
+        if self._skip_conf and self._skip_conf[0] == cc:
+            # Already applied when the node started; applying it again could briefly undo a later
+            # change (e.g. demote a learner that a later entry promoted).
             self._skip_conf.popleft()
             return self.raft.prs.conf_state()
         return self.raft.apply_conf_change(cc)
@@ -183,12 +187,13 @@ class RawNode:
             for e in rd.committed_entries:
                 if e.type == EntryType.CONF_CHANGE and e.index in self._replayed_conf:
                     self._replayed_conf.discard(e.index)
-                    self._skip_conf.append(e.index)
+                    self._skip_conf.append(decode_conf_change(e.data))
         return rd
 
     def advance(self, rd: Ready) -> None:
         """The driver has persisted, sent and applied everything in `rd`."""
         r = self.raft
+        self._skip_conf.clear()
         if rd.hard_state is not None:
             self._prev_hard = rd.hard_state
         if r.uncommitted_size and rd.committed_entries:

@@ -93,6 +93,8 @@ class MemoryStorage:
             raise CompactedError()
         if hi > self.last_index() + 1:
             raise IndexError(f"entries' hi({hi}) is out of bound lastindex({self.last_index()})")
+        if lo >= hi:
+            return []
         if len(ents) == 1:
             raise UnavailableError()
         return limit_size(ents[lo - offset : hi - offset], max_size)

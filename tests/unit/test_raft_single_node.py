@@ -220,3 +220,25 @@ def test_add_second_member_through_conf_change():
     rd = node.ready()
     assert rd.entries and not rd.committed_entries
     assert any(m.type == MessageType.APP and m.to == 2 for m in rd.messages)
+
+
+def test_replayed_conf_change_is_not_applied_twice_even_if_driver_skips_some():
+    storage = MemoryStorage()
+    bootstrap(storage, [(1, b""), (2, b"")])
+    node = make_node(storage)
+    rd = node.ready()
+    # The driver applies only the second bootstrap entry (it had the first already).
+    cs = node.apply_conf_change(decode_conf_change(rd.committed_entries[1].data))
+    assert cs.voters == (1, 2)
+    node.advance(rd)
+    # A genuine later change is applied, not swallowed by a leftover replay marker.
+    cs = node.apply_conf_change(ConfChange(ConfChangeType.ADD_LEARNER_NODE, 3))
+    assert cs.learners == (3,)
+
+
+def test_empty_entry_range_from_storage_holding_only_a_snapshot():
+    from cluster.raft.types import Snapshot, SnapshotMetadata
+
+    storage = MemoryStorage()
+    storage.apply_snapshot(Snapshot(metadata=SnapshotMetadata(index=5, term=2)))
+    assert storage.entries(6, 6) == []
