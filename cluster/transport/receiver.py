@@ -153,7 +153,10 @@ class RaftTransportServicer:
                     )
                     continue
                 stats.messages_received += 1
-                deliver(msg)
+                try:
+                    deliver(msg)
+                except Exception as exc:
+                    await self._processing_failed(context, msg, exc)
 
     async def snapshot(self, chunks: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
         t = self._t
@@ -233,13 +236,19 @@ class RaftTransportServicer:
             else:
                 self._t.deliver(msg)
         except Exception as exc:
-            log.error(
-                "failed to process raft message",
-                exc_info=True,
-                extra={"remote-peer-id": format_id(msg.from_)},
-            )
-            await context.abort(grpc.StatusCode.INTERNAL, f"failed to process raft message ({exc})")
+            await self._processing_failed(context, msg, exc)
         return pb.SnapshotResponse(received_bytes=size).SerializeToString()
+
+    async def _processing_failed(
+        self, context: grpc.aio.ServicerContext, msg: Message, exc: Exception
+    ) -> None:
+        """The local member failed to take a message: log it and end the call (the sender retries)."""
+        log.error(
+            "failed to process raft message",
+            exc_info=exc,
+            extra={"local-member-id": format_id(self._t.member_id), "remote-peer-id": format_id(msg.from_)},
+        )
+        await context.abort(grpc.StatusCode.INTERNAL, f"failed to process raft message ({exc})")
 
 
 def _snapshot_message(header: pb.SnapshotHeader) -> Message:

@@ -82,17 +82,20 @@ def make_member(
     cluster_id: int = CLUSTER,
     options: SenderOptions | None = None,
     snapshot_source: Callable[[Message], Path | Awaitable[Path]] | None = None,
+    on_message: Callable[[Message], None] | None = None,
+    on_snapshot: Callable[[Message, Path], Awaitable[None]] | None = None,
 ) -> Member:
+    """A member whose callbacks record into it; ``on_message``/``on_snapshot`` replace the recorders."""
     holder: list[Member] = []
 
-    async def on_snapshot(msg: Message, path: Path) -> None:
+    async def record_snapshot(msg: Message, path: Path) -> None:
         holder[0].snapshots.append((msg, path))
 
     transport = PeerTransport(
         member_id,
         cluster_id,
-        on_message=lambda m: holder[0].received.append(m),
-        on_snapshot=on_snapshot,
+        on_message=on_message or (lambda m: holder[0].received.append(m)),
+        on_snapshot=on_snapshot or record_snapshot,
         snapshot_dir=tmp / f"snap-{member_id:x}",
         on_unreachable=lambda pid: holder[0].unreachable.append(pid),
         on_snapshot_status=lambda pid, failed: holder[0].snapshot_status.append((pid, failed)),
@@ -507,5 +510,50 @@ def test_corrupted_or_truncated_snapshot_is_refused_and_leaves_no_file(tmp_path:
             assert len(b.snapshots) == 1
         finally:
             await shutdown([b])
+
+    run(scenario())
+
+
+def test_receiver_failing_to_take_a_snapshot_reports_failure_to_the_sender(tmp_path: Path) -> None:
+    source = tmp_path / "db-copy"
+    source.write_bytes(b"db" * 1000)
+
+    async def scenario() -> None:
+        async def refuse(msg: Message, path: Path) -> None:
+            raise RuntimeError("disk full")
+
+        a = make_member(1, tmp_path, snapshot_source=lambda msg: source)
+        b = make_member(2, tmp_path, on_snapshot=refuse)
+        await connect_all([a, b])
+        try:
+            a.transport.send([snap_message(1, 2, 3)])
+            await eventually(lambda: a.snapshot_status == [(2, True)], what="failure status")
+            assert b.transport.stats()[1].snapshots_received == 1
+        finally:
+            await shutdown([a, b])
+
+    run(scenario())
+
+
+def test_a_failing_message_handler_ends_the_stream_and_the_sender_reconnects(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        calls: list[Message] = []
+
+        def flaky(msg: Message) -> None:
+            calls.append(msg)
+            if len(calls) == 1:
+                raise RuntimeError("boom")
+            b.received.append(msg)
+
+        a, b = make_member(1, tmp_path), make_member(2, tmp_path, on_message=flaky)
+        await connect_all([a, b])
+        try:
+            a.transport.send([app(1, 2, 1)])
+            await eventually(lambda: a.transport.stats()[2].connects == 2, what="reconnect after INTERNAL")
+            a.transport.send([app(1, 2, 2)])
+            await eventually(lambda: [m.index for m in b.received] == [2], what="delivery after reconnect")
+            assert 2 in a.unreachable
+        finally:
+            await shutdown([a, b])
 
     run(scenario())
