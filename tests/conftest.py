@@ -1,7 +1,8 @@
 """Fixtures shared by every test layer: real etcd and Quorum nodes on free loopback ports.
 
-- `node_factory` / `module_node_factory`: build and start nodes of a kind ("etcd" or "quorum"); every node
-  is killed and its temporary directories removed when the scope ends.
+- `node_factory` / `module_node_factory`: build and start nodes of a kind ("etcd" or "quorum"), or with
+  `.cluster(kind, size)` a multi-member cluster; every node is killed and its temporary directories
+  removed when the scope ends.
 - `etcd_node`, `quorum_node` (function scope), `etcd_node_module`, `quorum_node_module` (module scope).
 - `node_kind` is parametrized over both kinds and `node` is a fresh node of that kind, so a test written
   once proves itself against real etcd and then holds Quorum to the same behaviour.
@@ -22,6 +23,7 @@ import pytest
 from cluster.testing.procs import (
     FAST_ELECTION_FLAGS,
     NodeProcess,
+    cluster_of,
     etcd_binary,
     etcdctl_binary,
     make_node,
@@ -89,6 +91,21 @@ class NodeFactory:
         if start:
             node.start(*extra_flags)
         return node
+
+    def cluster(
+        self, kind: str, size: int, flags: Sequence[str] = (), fast_election: bool = True
+    ) -> list[NodeProcess]:
+        """``size`` members of ``kind`` forming one cluster, all started and serving."""
+        require_node_kind(kind)
+        all_flags = [*(FAST_ELECTION_FLAGS if fast_election else ()), *flags]
+        nodes = cluster_of(kind, size, flags=all_flags)
+        self.nodes.extend(nodes)
+        _LIVE_NODES.extend(nodes)
+        for node in nodes:
+            node.start(wait=False)
+        for node in nodes:
+            node.wait_ready()
+        return nodes
 
     def close_all(self) -> None:
         for node in self.nodes:

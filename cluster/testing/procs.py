@@ -139,7 +139,7 @@ def _run_ctl(
 
 
 class NodeProcess:
-    """One single-member node on loopback; subclasses say which program to run."""
+    """One member on loopback (a single-member cluster by default); subclasses say which program to run."""
 
     kind = "node"
 
@@ -163,6 +163,8 @@ class NodeProcess:
         self.peer_port = peer_port or free_port(host)
         self.flags = list(flags)
         self.env = dict(env or {})
+        self.initial_cluster = f"{name}={self.peer_url}"
+        """``--initial-cluster``: this node alone unless `cluster_of` (or the caller) sets the members."""
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
         self.starts = 0
@@ -190,7 +192,7 @@ class NodeProcess:
             f"--advertise-client-urls={self.client_url}",
             f"--listen-peer-urls={self.peer_url}",
             f"--initial-advertise-peer-urls={self.peer_url}",
-            f"--initial-cluster={self.name}={self.peer_url}",
+            f"--initial-cluster={self.initial_cluster}",
         ]
 
     def command(self, flags: Sequence[str]) -> list[str]:
@@ -369,3 +371,16 @@ NODE_KINDS: dict[str, type[NodeProcess]] = {"etcd": EtcdProcess, "quorum": Quoru
 def make_node(kind: str, **kwargs: object) -> NodeProcess:
     """Construct (not start) a node of ``kind`` ("etcd" or "quorum")."""
     return NODE_KINDS[kind](**kwargs)  # type: ignore[arg-type]
+
+
+def cluster_of(kind: str, size: int, flags: Sequence[str] = (), **kwargs: object) -> list[NodeProcess]:
+    """``size`` members named m1..mN that know each other (not started: start them all, then wait).
+
+    Example: ``nodes = cluster_of("etcd", 3); [n.start(wait=False) for n in nodes];
+    [n.wait_ready() for n in nodes]``.
+    """
+    nodes = [make_node(kind, name=f"m{i + 1}", flags=flags, **kwargs) for i in range(size)]
+    members = ",".join(f"{n.name}={n.peer_url}" for n in nodes)
+    for node in nodes:
+        node.initial_cluster = members
+    return nodes

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from subprocess import CompletedProcess
 
 import pytest
@@ -99,7 +100,12 @@ def test_etcdctl_output_matches_etcd(
     (expected_kind, expected_ctl), (actual_kind, actual_ctl) = SUBJECTS[subject]
     if actual_ctl == "quorumctl":
         require_quorumctl()
-    expected = transcript(node_factory, expected_kind, expected_ctl, case, mode)
-    # etcd-vs-etcd needs a second, independent run; any other pairing differs in kind or ctl.
-    actual = transcript(node_factory, actual_kind, actual_ctl, case, mode, fresh=subject == "etcd")
+    # Both runs are independent (fresh nodes), so they go side by side; etcd-vs-etcd needs a second,
+    # uncached etcd run, any other pairing differs in kind or ctl.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        expected_run = pool.submit(transcript, node_factory, expected_kind, expected_ctl, case, mode)
+        actual_run = pool.submit(
+            transcript, node_factory, actual_kind, actual_ctl, case, mode, subject == "etcd"
+        )
+        expected, actual = expected_run.result(), actual_run.result()
     assert actual == expected
