@@ -5,6 +5,12 @@ take `rd = ready()`, then in this order persist `rd.hard_state`, `rd.entries` an
 (fsync when `rd.must_sync`), send `rd.messages`, apply `rd.committed_entries` (calling
 `apply_conf_change` for CONF_CHANGE entries), and finally `advance(rd)`. Exactly one Ready may be
 outstanding: call `advance` before the next `ready`.
+
+Transport duties, as with etcd: report each MsgSnap's fate with `report_snapshot` (else the peer
+stays paused), report dead peers with `report_unreachable`, and, like etcd's server, ship the
+sender's current applied state in a MsgSnap (index, term and ConfState of the applied index) rather
+than the older snapshot in raft storage, so a member added after that snapshot finds itself in it.
+Duplicated messages may yield a ReadState twice; answer only reads still waiting.
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ from cluster.raft.types import (
     HardState,
     Message,
     MessageType,
+    Ready,
     Snapshot,
     SnapshotMetadata,
     StateType,
@@ -397,6 +398,9 @@ class Simulation:
         raw = node.raw
         assert raw is not None
         rd = raw.ready()
+        if self.faults and self.rng.random() < self.cfg.crash / 4:
+            self.crash_mid_persist(node, rd)
+            return
         # 1. persist
         if rd.snapshot is not None:
             node.storage.apply_snapshot(rd.snapshot)
@@ -430,6 +434,25 @@ class Simulation:
         # 4. advance
         raw.advance(rd)
         self.maybe_snapshot(node)
+
+    def crash_mid_persist(self, node: SimNode, rd: Ready) -> None:
+        """Crash while writing a Ready: a torn write keeps only a prefix of the entries (and the
+        hard state only if every entry made it); nothing was sent or applied."""
+        if rd.snapshot is not None and self.rng.random() < 0.5:
+            node.storage.apply_snapshot(rd.snapshot)
+        elif rd.snapshot is not None:
+            rd.entries = []
+            rd.hard_state = None
+        cut = self.rng.randint(0, len(rd.entries))
+        if cut:
+            node.storage.append(rd.entries[:cut])
+            self.check_new_entries(node, rd.entries[:cut])
+        if cut == len(rd.entries) and rd.hard_state is not None:
+            node.storage.set_hard_state(rd.hard_state)
+            self.max_commit = max(self.max_commit, rd.hard_state.commit)
+        self.trace(f"n{node.id} crashes while persisting ({cut}/{len(rd.entries)} entries written)")
+        node.crash()
+        self.check_restart_state(node)
 
     def apply_entry(self, node: SimNode, e: Entry) -> None:
         prev = self.committed.get(e.index)
