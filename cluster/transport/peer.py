@@ -264,15 +264,25 @@ class RemotePeer:
                 queue.clear()
             else:
                 batch = [queue.popleft() for _ in range(limit)]
-            frame = encode_batch(self._cluster_id, self._local_id, self.peer_id, batch)
-            try:
-                await conn.call.write(frame)
-            except BaseException:
-                stats.messages_dropped += len(batch)
-                raise
-            stats.messages_sent += len(batch)
-            stats.batches_sent += 1
-            stats.bytes_sent += len(frame)
+            for count, frame in self._frames(batch):
+                try:
+                    await conn.call.write(frame)
+                except BaseException:
+                    stats.messages_dropped += len(batch)
+                    raise
+                del batch[:count]
+                stats.messages_sent += count
+                stats.batches_sent += 1
+                stats.bytes_sent += len(frame)
+
+    def _frames(self, batch: list[Message]) -> list[tuple[int, bytes]]:
+        """``batch`` as (message count, frame) pairs: normally one frame; halved until each frame fits
+        the frame limit (a single message over the limit is sent alone and refused by gRPC)."""
+        frame = encode_batch(self._cluster_id, self._local_id, self.peer_id, batch)
+        if len(frame) <= self._opts.max_frame_bytes or len(batch) == 1:
+            return [(len(batch), frame)]
+        half = len(batch) // 2
+        return self._frames(batch[:half]) + self._frames(batch[half:])
 
     def _activate(self, url: str) -> None:
         self._active_url = url

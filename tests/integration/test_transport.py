@@ -242,6 +242,27 @@ def test_full_queue_drops_and_reports_unreachable(tmp_path: Path) -> None:
     run(scenario())
 
 
+def test_batches_over_the_frame_limit_are_split_in_order(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        a = make_member(1, tmp_path, options=SenderOptions(max_frame_bytes=64 * 1024))
+        b = make_member(2, tmp_path)
+        await connect_all([a, b])
+        try:
+            a.transport.send([heartbeat(1, 2)])
+            await eventually(lambda: len(b.received) == 1, what="stream up")
+            a.transport.send([app(1, 2, i, payload=bytes([i]) * 10_000) for i in range(12)])
+            await eventually(lambda: len(b.received) == 13, what="all messages")
+            assert [m.index for m in b.received[1:]] == list(range(12))
+            assert b.received[6].entries[1].data == bytes([5]) * 20_000
+            stats = a.transport.stats()[2]
+            assert stats.batches_sent >= 1 + 4
+            assert stats.messages_dropped == 0
+        finally:
+            await shutdown([a, b])
+
+    run(scenario())
+
+
 def test_sender_round_robins_over_peer_urls(tmp_path: Path) -> None:
     async def scenario() -> None:
         a, b = make_member(1, tmp_path), make_member(2, tmp_path)
