@@ -46,7 +46,7 @@ from .wire import (
 
 log = logging.getLogger("quorum.transport")
 
-SnapshotSource = Callable[[Message], "Path | Awaitable[Path]"]
+SnapshotSource = Callable[[Message], "Path | str | Awaitable[Path | str]"]
 
 
 @dataclass(slots=True)
@@ -342,8 +342,7 @@ class RemotePeer:
             if source is None:
                 raise RuntimeError("no snapshot source configured")
             produced = source(msg)
-            path = await produced if inspect.isawaitable(produced) else produced
-            assert isinstance(path, Path)
+            path = Path(await produced if inspect.isawaitable(produced) else produced)
             log.info("sending database snapshot", extra={**fields, "bytes": path.stat().st_size})
             url = self._active_url or self._urls[self._next_url % len(self._urls)]
             call = self._channel(url).stream_unary(SNAPSHOT_METHOD, None, None)(None, wait_for_ready=False)
