@@ -11,7 +11,7 @@ as `cluster.api.errors.EtcdError`, the rest as `ClientError`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -239,6 +239,52 @@ class Client:
         return await self._call(
             "Lease", "LeaseLeases", rpc_pb2.LeaseLeasesRequest(), timeout=timeout, repeatable=True
         )
+
+    async def lease_keep_alive_once(
+        self, lease_id: int, *, timeout: float | None = None
+    ) -> rpc_pb2.LeaseKeepAliveResponse:
+        """One keep-alive round trip; a lease that is gone answers TTL <= 0 (raised as LEASE_NOT_FOUND)."""
+        async for response in self._keep_alive_stream(lease_id, once=True, timeout=timeout):
+            return response
+        raise etcd_errors.LEASE_NOT_FOUND()
+
+    def lease_keep_alive(self, lease_id: int) -> AsyncIterator[rpc_pb2.LeaseKeepAliveResponse]:
+        """Keep ``lease_id`` alive until it expires or is revoked, yielding every response.
+
+        Like clientv3, the next keep-alive goes out a third of the TTL after each response; the
+        iteration ends after the response that reports the lease gone (TTL <= 0).
+        """
+        return self._keep_alive_stream(lease_id, once=False, timeout=None)
+
+    async def _keep_alive_stream(
+        self, lease_id: int, *, once: bool, timeout: float | None
+    ) -> AsyncIterator[rpc_pb2.LeaseKeepAliveResponse]:
+        loop = asyncio.get_running_loop()
+        remaining = timeout
+        conn = await self._ready_connection(None, remaining)
+        if conn is None:
+            raise DeadlineExceeded()
+        metadata = await self._metadata(conn, self.dial_timeout, False)
+        call = conn.stub("Lease").LeaseKeepAlive(timeout=timeout, metadata=metadata)
+        try:
+            while True:
+                await call.write(rpc_pb2.LeaseKeepAliveRequest(ID=lease_id))
+                response = await call.read()
+                if response is grpc.aio.EOF:  # type: ignore[attr-defined]
+                    return
+                if once and response.TTL <= 0:
+                    raise etcd_errors.LEASE_NOT_FOUND()
+                yield response
+                if once or response.TTL <= 0:
+                    return
+                started = loop.time()
+                await asyncio.sleep(max(0.5, response.TTL / 3.0) - (loop.time() - started))
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise DeadlineExceeded() from None
+            raise _translate(err, etcd_errors.from_rpc_error(err)) from None
+        finally:
+            call.cancel()
 
     # ---- plumbing ----
     def _connection(self, endpoint: Endpoint) -> _Connection:

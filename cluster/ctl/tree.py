@@ -13,6 +13,7 @@ from typing import Any
 from cluster.ctl.cobra import Command, Invocation
 from cluster.ctl.exits import EXIT_ERROR, CtlExit
 from cluster.ctl.kv_commands import kv_commands
+from cluster.ctl.lease_commands import lease_commands
 from cluster.ctl.maintenance_commands import maintenance_commands, member_list_command
 from cluster.ctl.session import GLOBAL_FLAGS, Session
 
@@ -39,11 +40,6 @@ NOT_IMPLEMENTED: tuple[tuple[str, str], ...] = (
     ("completion zsh", "Generate the autocompletion script for zsh"),
     ("defrag", "Defragments the storage of the etcd members with given endpoints"),
     ("elect", "Observes and participates in leader election"),
-    ("lease grant", "Creates leases"),
-    ("lease keep-alive", "Keeps leases alive (renew)"),
-    ("lease list", "List all active leases"),
-    ("lease revoke", "Revokes leases"),
-    ("lease timetolive", "Get lease information"),
     ("lock", "Acquires a named lock"),
     ("make-mirror", "Makes a mirror at the destination etcd cluster"),
     ("member add", "Adds a member into the cluster"),
@@ -102,6 +98,7 @@ def build_tree(make_session: SessionFactory) -> Command:
     root.add(*kv_commands(runner), *maintenance_commands(runner))
     groups = {name: Command(name, f"{name} <subcommand>", short) for name, short in GROUPS.items()}
     groups["member"].add(member_list_command(runner))
+    groups["lease"].add(*lease_commands(runner))
     groups["member"].children[-1].long = MEMBER_LIST_LONG
     for path, short in NOT_IMPLEMENTED:
         parent_name, _, name = path.rpartition(" ")

@@ -5,7 +5,7 @@ and one through ``python -m cluster.ctl``; with identical histories their revisi
 sizes are identical, so stdout, stderr and exit status must match byte for byte once the values
 that legitimately differ are normalised: the endpoint address, cluster and member IDs, timings,
 database file sizes (bbolt growth depends on commit timing), log timestamps/client ids, and the
-goroutine dump after a Go panic's first line.
+goroutine dump after a Go panic's first line, and KV hashes (the stored lease IDs differ).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,6 +182,37 @@ CASES: list[Case] = [
     c("--endpoints", "{dead},{endpoint}", "endpoint", "health", endpoint_flag=False),
     c("--endpoints", "{dead}", "--command-timeout", "1s", "get", "foo", endpoint_flag=False),
     c("--endpoints", "{dead}", "--command-timeout", "1s", "endpoint", "health", endpoint_flag=False),
+    c("lease", "list"),
+    c("lease", "list", "-w", "json"),
+    c("lease", "list", "-w", "fields"),
+    c("lease", "timetolive", "{lease}"),
+    c("lease", "timetolive", "{lease}", "--keys", "-w", "json"),
+    c("lease", "timetolive", "{lease}", "--keys", "-w", "fields"),
+    c("lease", "timetolive", "{lease}", "-w", "protobuf", protobuf=rpc_pb2.ResponseHeader),
+    c("lease", "keep-alive", "--once", "{lease}"),
+    c("lease", "keep-alive", "--once", "{lease}", "-w", "json"),
+    c("lease", "keep-alive", "--once", "{lease}", "-w", "table"),
+    c("put", "leased2", "v", "--lease", "{lease}", "--prev-kv", "-w", "json"),
+    c("get", "leased", "--prefix", "-w", "fields"),
+    c("txn", "-w", "json", stdin="\nput viatxn v --lease {lease}\n\n\n"),
+    c("lease", "revoke", "{lease}", "-w", "json"),
+    c("lease", "revoke", "{lease}"),
+    c("lease", "timetolive", "{lease}", "-w", "json"),
+    c("lease", "timetolive", "{lease}"),
+    c("lease", "keep-alive", "--once", "{lease}"),
+    c("lease", "keep-alive", "{lease}"),
+    c("lease", "grant", "60"),
+    c("lease", "grant", "60", "-w", "json"),
+    c("lease", "grant", "60", "-w", "fields"),
+    c("lease", "grant", "x"),
+    c("lease", "revoke", "zz"),
+    c("lease"),
+    c("get", "foo", "--count-only"),
+    c("get", "foo", "--print-value-only", "--hex"),
+    c("--endpoints", "{dead}", "--endpoints", "{endpoint}", "get", "foo", endpoint_flag=False),
+    c("get", "foo", env={"ETCDCTL_WRITE_OUT": "table"}),
+    c("del", "", "--prefix"),
+    c("get", "", "--prefix", "-w", "json"),
 ]
 
 
@@ -190,18 +222,24 @@ class Target:
     peer: str
     ids: dict[str, str]
     dead: str
+    lease: str
 
     def fill(self, text: str) -> str:
-        return text.replace("{endpoint}", self.endpoint).replace("{dead}", self.dead)
+        return (
+            text.replace("{endpoint}", self.endpoint)
+            .replace("{dead}", self.dead)
+            .replace("{lease}", self.lease)
+        )
 
 
 def _run(cmd: list[str], case: Case, target: Target) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.update({k: target.fill(v) for k, v in case.env.items()})
+    stdin = target.fill(case.stdin.decode()).encode()
     flag = [f"--endpoints={target.endpoint}"] if case.endpoint_flag else []
     argv = [*cmd, *flag, *(target.fill(arg) for arg in case.args)]
-    return subprocess.run(argv, input=case.stdin, capture_output=True, env=env, timeout=60, check=False)
+    return subprocess.run(argv, input=stdin, capture_output=True, env=env, timeout=60, check=False)
 
 
 def _normalise(data: bytes, target: Target) -> str:
@@ -210,6 +248,10 @@ def _normalise(data: bytes, target: Target) -> str:
     for value, name in target.ids.items():
         text = text.replace(value, name)
     text = re.sub(r'"ts":"[^"]+"', '"ts":"<TS>"', text)
+    text = re.sub(r'("hash":|"Hash" : |<EP>, |<EP> \| )\d+', r"\1<HASH>", text)
+    text = re.sub(r"lease [0-9a-f]{16} granted with", "lease <NEW> granted with", text)
+    text = re.sub(r'("ID":|"ID" : )\d{12,}', r"\1<NEW>", text)
+    text = re.sub(r'remaining\(\d+s\)|"ttl":\d+|"TTL" : \d+', "<TTL>", text)
     text = re.sub(r'("dbSize(?:InUse)?":|"DBSize" : )\d+', r"\1<SIZE>", text)
     text = re.sub(r"\b\d+(?:\.\d)? [kMGT]?B\b", "<SIZE>", text)
     text = re.sub(r"client-[0-9a-f-]{36}", "client-<ID>", text)
@@ -225,8 +267,9 @@ def _normalise(data: bytes, target: Target) -> str:
 
 def _protobuf_normalised(data: bytes, kind: type) -> str:
     message = kind.FromString(data)  # type: ignore[attr-defined]
-    message.header.cluster_id = 0
-    message.header.member_id = 0
+    header = message if kind is rpc_pb2.ResponseHeader else message.header
+    header.cluster_id = 0
+    header.member_id = 0
     return str(message)
 
 
@@ -241,37 +284,56 @@ def _start_etcd() -> Iterator[Target]:
             timeout=30,
         )
         header = json.loads(status.stdout)[0]["Status"]["header"]
+        grant = subprocess.run(
+            [require_etcdctl(), f"--endpoints={node.endpoint}", "lease", "grant", "600"],
+            capture_output=True,
+            check=True,
+            timeout=30,
+        )
+        lease = grant.stdout.split()[1].decode()
+        subprocess.run(
+            [require_etcdctl(), f"--endpoints={node.endpoint}", "put", "leased", "v", "--lease", lease],
+            capture_output=True,
+            check=True,
+            timeout=30,
+        )
         ids = {
             str(header["cluster_id"]): "<CLUSTER>",
             str(header["member_id"]): "<MEMBER>",
             f"{header['member_id']:x}": "<MEMBERHEX>",
+            lease: "<LEASE>",
+            str(int(lease, 16)): "<LEASEDEC>",
         }
-        yield Target(node.endpoint, node.peer_url, ids, f"127.0.0.1:{free_port()}")
+        yield Target(node.endpoint, node.peer_url, ids, f"127.0.0.1:{free_port()}", lease)
     finally:
         node.close()
 
 
+def _transcript(cmd: list[str]) -> list[tuple[str, str, int]]:
+    rows = []
+    for target in _start_etcd():
+        for case in CASES:
+            done = _run(cmd, case, target)
+            if case.protobuf is not None and done.returncode == 0:
+                out = _protobuf_normalised(done.stdout, case.protobuf)
+            else:
+                out = _normalise(done.stdout, target)
+            rows.append((out, _normalise(done.stderr, target), done.returncode))
+    return rows
+
+
 @pytest.fixture(scope="module")
 def transcripts() -> dict[str, list[tuple[str, str, int]]]:
+    """Both tools' normalised transcripts, each on its own etcd (run side by side)."""
     require_etcd()
-    etcdctl_bin = require_etcdctl()
-    runners = {"etcdctl": [etcdctl_bin], "quorumctl": [sys.executable, "-m", "cluster.ctl"]}
-    results: dict[str, list[tuple[str, str, int]]] = {}
-    for name, cmd in runners.items():
-        for target in _start_etcd():
-            rows = []
-            for case in CASES:
-                done = _run(cmd, case, target)
-                if case.protobuf is not None and done.returncode == 0:
-                    out = _protobuf_normalised(done.stdout, case.protobuf)
-                else:
-                    out = _normalise(done.stdout, target)
-                rows.append((out, _normalise(done.stderr, target), done.returncode))
-            results[name] = rows
-    return results
+    runners = {"etcdctl": [require_etcdctl()], "quorumctl": [sys.executable, "-m", "cluster.ctl"]}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(_transcript, cmd) for name, cmd in runners.items()}
+        return {name: future.result() for name, future in futures.items()}
 
 
 @pytest.mark.etcd
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("index", range(len(CASES)), ids=[str(case) for case in CASES])
 def test_quorumctl_output_matches_etcdctl(
     transcripts: dict[str, list[tuple[str, str, int]]], index: int

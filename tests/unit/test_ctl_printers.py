@@ -132,3 +132,27 @@ def test_sizes_are_humanized_like_go_humanize(size: int, text: str) -> None:
 def test_alarm_simple_text_is_gogoproto_compact_text() -> None:
     member = rpc_pb2.AlarmMember(memberID=42, alarm=rpc_pb2.NOSPACE)
     assert alarm_compact_text(member) == "memberID:42 alarm:NOSPACE "
+
+
+def test_lease_grant_json_flattens_the_embedded_header_like_clientv3() -> None:
+    from cluster.ctl.lease_output import print_grant
+
+    out = io.BytesIO()
+    response = rpc_pb2.LeaseGrantResponse(header=rpc_pb2.ResponseHeader(revision=3), ID=255, TTL=60)
+    print_grant(JSONPrinter(out=out), response)
+    assert out.getvalue() == b'{"revision":3,"ID":255,"TTL":60,"Error":""}\n'
+    out = io.BytesIO()
+    print_grant(SimplePrinter(out=out), response)
+    assert out.getvalue() == b"lease 00000000000000ff granted with TTL(60s)\n"
+
+
+def test_expired_lease_time_to_live() -> None:
+    from cluster.ctl.lease_output import print_time_to_live
+
+    response = rpc_pb2.LeaseTimeToLiveResponse(header=rpc_pb2.ResponseHeader(revision=3), ID=16, TTL=-1)
+    out = io.BytesIO()
+    print_time_to_live(SimplePrinter(out=out), response, keys=False)
+    assert out.getvalue() == b"lease 0000000000000010 already expired\n"
+    out = io.BytesIO()
+    print_time_to_live(JSONPrinter(out=out), response, keys=True)
+    assert out.getvalue() == b'{"revision":3,"id":16,"ttl":-1,"granted-ttl":0,"keys":null}\n'
