@@ -136,3 +136,25 @@ def test_read_states_reset_on_leadership_loss():
     leader.become_follower(leader.term + 1, 2)
     assert not leader.read_only.pending
     read_messages(leader)
+
+
+def test_follower_does_not_relay_someone_elses_read_request():
+    r = new_test_raft(2, [1, 2, 3])
+    r.become_follower(1, 3)
+    r.step(Message(type=MT.READ_INDEX, from_=1, to=2, term=0, entries=(Entry(0, 0, data=b"x"),)))
+    assert read_messages(r) == []
+    r.step(read_index_msg(2, b"own"))
+    msgs = read_messages(r)
+    assert [(m.type, m.to, m.from_) for m in msgs] == [(MT.READ_INDEX, 3, 2)]
+
+
+def test_duplicate_read_context_is_served_once_per_round():
+    nt = elected_network()
+    nt.ignore(MT.HEARTBEAT_RESP)
+    nt.send(read_index_msg(1, b"same"))
+    nt.send(read_index_msg(1, b"same"))
+    leader = nt.raft(1)
+    assert len(leader.read_only.queue) == 1
+    nt.recover()
+    nt.beat(1)
+    assert [rs.request_ctx for rs in leader.read_states] == [b"same"]
