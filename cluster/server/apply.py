@@ -17,6 +17,7 @@ from typing import Any
 from cluster.api import errors
 from cluster.api.gen.quorumpb import internal_pb2
 from cluster.mvcc import KVStore
+from cluster.mvcc.store import Change
 from cluster.raft import decode_conf_change
 from cluster.raft.types import ConfChange, Entry, EntryType
 from cluster.server.kv_apply import KVApplier
@@ -38,10 +39,21 @@ class BatchOutcome:
     applied_term: int = 0
     published: list[int] = field(default_factory=list)
     compacted: bool = False
+    revisions: list[tuple[int, list[Change]]] = field(default_factory=list)
+    """Each new MVCC revision of the batch with its changes (key order of application), for watchers."""
+
+
+RequestHandler = Callable[[Any, Any], Any]
+"""Applies one request kind: `(write_txn, request) -> response`, raising EtcdError on failure."""
 
 
 class EntryApplier:
-    """Applies committed entries to the MVCC store and the member list."""
+    """Applies committed entries to the MVCC store and the member list.
+
+    Other state machines (leases, auth, alarms) plug in with `register(kind, handler)`, where `kind` is
+    the name of the InternalRaftRequest oneof field they own. Handlers run on the apply thread inside
+    the batch's write transaction and must be deterministic: every member applies the same entries.
+    """
 
     def __init__(
         self,
@@ -55,9 +67,14 @@ class EntryApplier:
         self._kv = kv
         self._membership = membership
         self._on_cluster_version = on_cluster_version or (lambda v: None)
+        self._handlers: dict[str, RequestHandler] = {}
         index, term = store.consistent_index()
         self.applied_index = index
         self.applied_term = term
+
+    def register(self, kind: str, handler: RequestHandler) -> None:
+        """Route InternalRaftRequests whose oneof `request` is `kind` to `handler`."""
+        self._handlers[kind] = handler
 
     def apply(self, entries: list[Entry]) -> BatchOutcome:
         """Apply a batch in one backend write transaction (re-run whole if the map had to grow)."""
@@ -87,8 +104,11 @@ class EntryApplier:
                 elif entry.data:
                     req = _InternalRaftRequest.FromString(entry.data)
                     wtx.begin()
+                    before = wtx.revision
                     result = self._dispatch(wtx, kv, req, out)
-                    wtx.end()
+                    rev = wtx.end()
+                    if rev != before:
+                        out.revisions.append((rev, list(wtx.changes)))
                     if req.header.ID:
                         out.results.append((req.header.ID, result))
                 if fresh:
@@ -122,6 +142,9 @@ class EntryApplier:
             if kind == "cluster_version":
                 self._on_cluster_version(req.cluster_version.version)
                 return None
+            handler = self._handlers.get(kind) if kind else None
+            if handler is not None:
+                return handler(wtx, getattr(req, kind))
         except errors.EtcdError as exc:
             return exc
         log.warning("unsupported request kind in log", extra={"kind": kind})

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from cluster.mvcc import KVStore
 from cluster.raft import RaftConfig, RawNode
 from cluster.raft.types import ConfChange, Entry, ReadState, SoftState, StateType
 from cluster.server import data_dir, ids
-from cluster.server.apply import EntryApplier
+from cluster.server.apply import BatchOutcome, EntryApplier
 from cluster.server.config import ServerConfig
 from cluster.server.kv_apply import KVApplier
 from cluster.server.membership import Membership
@@ -73,6 +73,7 @@ class QuorumNode:
         self._compaction_done.set()
         self._background: set[asyncio.Task[None]] = set()
         self._apply_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply")
+        self._apply_listeners: list[Callable[[BatchOutcome], None]] = []
         self._snapshot_queued = False
 
     # ---- lifecycle ----------------------------------------------------------------------------------
@@ -237,6 +238,8 @@ class QuorumNode:
             self.driver.stop()
             return
         out = work.result()
+        for listener in self._apply_listeners:
+            listener(out)  # watchers first: a client that sees its put's response may already watch
         trigger = self._waiters.trigger
         for request_id, result in out.results:
             trigger(request_id, result)
@@ -270,6 +273,11 @@ class QuorumNode:
         self._snap_index = index
         log.info("saved snapshot", extra={"snapshot-index": index,
                                           "took": f"{(time.perf_counter() - started) * 1000:.3f}ms"})
+
+    def add_apply_listener(self, listener: Callable[[BatchOutcome], None]) -> None:
+        """Call `listener(outcome)` on the event loop after every applied batch, in log order, before
+        the batch's waiters are resolved. Listeners must not block (the watch hub buffers)."""
+        self._apply_listeners.append(listener)
 
     # ---- physical compaction, in small write transactions between apply batches -------------------
     def _request_compaction(self) -> None:
