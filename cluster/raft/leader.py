@@ -116,7 +116,11 @@ def send_read_index_response(r: Raft, m: Message) -> None:
 def _on_append_response(r: Raft, m: Message, pr: Progress) -> None:
     pr.recent_active = True
     if m.reject:
-        if pr.maybe_decr_to(m.index, m.reject_hint):
+        hint = m.reject_hint
+        if m.log_term > 0:
+            # The follower's entry at `hint` has term m.log_term: skip our entries of later terms.
+            hint = r.log.find_conflict_by_term(hint, m.log_term)
+        if pr.maybe_decr_to(m.index, hint):
             if pr.state == ProgressState.REPLICATE:
                 pr.become_probe()
             r.send_append(m.from_)

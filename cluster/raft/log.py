@@ -133,6 +133,21 @@ class RaftLog:
                 return e.index
         return 0
 
+    def find_conflict_by_term(self, index: int, term: int) -> int:
+        """The largest index <= `index` whose term is <= `term` (0 if none is known): the last
+        entry that may still match a log whose entry at `index` has `term`."""
+        if index > self.last_index():
+            return index
+        while index > 0:
+            try:
+                t = self.term(index)
+            except CompactedError:
+                break
+            if t <= term:
+                break
+            index -= 1
+        return index
+
     def unstable_entries(self) -> list[Entry]:
         return list(self.unstable.entries)
 

@@ -570,9 +570,17 @@ class Raft:
         if last is not None:
             self.send(Message(type=_MT.APP_RESP, to=m.from_, index=last))
         else:
+            # Hint the leader at the last index that could match: skip our entries whose term is
+            # above the leader's term at m.index, which cannot match (saves one round trip each).
+            hint = log.find_conflict_by_term(min(m.index, log.last_index()), m.log_term)
             self.send(
                 Message(
-                    type=_MT.APP_RESP, to=m.from_, index=m.index, reject=True, reject_hint=log.last_index()
+                    type=_MT.APP_RESP,
+                    to=m.from_,
+                    index=m.index,
+                    reject=True,
+                    reject_hint=hint,
+                    log_term=log.zero_term_on_compacted(hint),
                 )
             )
 

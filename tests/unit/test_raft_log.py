@@ -112,6 +112,16 @@ class TestRaftLog:
     def test_is_up_to_date(self, last_index, term, up_to_date):
         assert self.make().is_up_to_date(last_index, term) == up_to_date
 
+    @pytest.mark.parametrize(
+        ("index", "term", "want"),
+        [(10, 3, 5), (10, 5, 10), (8, 5, 8), (8, 3, 5), (8, 2, 3), (8, 1, 3), (8, 0, 0), (20, 1, 20)],
+    )
+    def test_find_conflict_by_term(self, index, term, want):
+        s = MemoryStorage()
+        terms = [1, 1, 1, 3, 3, 4, 4, 5, 5, 5]
+        s.append([Entry(t, i + 1) for i, t in enumerate(terms)])
+        assert RaftLog(s).find_conflict_by_term(index, term) == want
+
     def test_maybe_append_commits_up_to_last_new_entry(self):
         log = self.make()
         assert log.maybe_append(3, 3, 5, ents((4, 4), (5, 4))) == 5
