@@ -248,6 +248,7 @@ class SimConfig:
     max_inflight: int = 4
     max_size_per_msg: int = 64
     max_committed_size_per_ready: int = 0
+    max_uncommitted_size: int = 0
     drop: float = 0.05
     duplicate: float = 0.03
     max_delay: int = 3
@@ -272,6 +273,7 @@ class SimConfig:
             max_inflight=rng.choice((1, 2, 4, 256)),
             max_size_per_msg=rng.choice((0, 16, 64, 1 << 20)),
             max_committed_size_per_ready=rng.choice((0, 0, 40)),
+            max_uncommitted_size=rng.choice((0, 0, 200)),
             drop=rng.choice((0.0, 0.02, 0.1, 0.3)),
             duplicate=rng.choice((0.0, 0.05)),
             max_delay=rng.choice((0, 1, 3, 6)),
@@ -342,6 +344,7 @@ class SimNode:
                 max_inflight_msgs=cfg.max_inflight,
                 max_size_per_msg=cfg.max_size_per_msg,
                 max_committed_size_per_ready=cfg.max_committed_size_per_ready,
+                max_uncommitted_entries_size=cfg.max_uncommitted_size,
                 rand=random.Random(self.sim.rng.random()),
             )
         )
@@ -545,10 +548,19 @@ class Simulation:
                 if node is not None and node.raw is not None:
                     node.raw.report_snapshot(m.from_, failed=m.reject)
                 continue
+            if m.type == MessageType.UNREACHABLE:
+                if node is not None and node.raw is not None:
+                    node.raw.report_unreachable(m.from_)
+                continue
             reachable = node is not None and node.raw is not None and (m.from_, m.to) not in self.blocked
             if m.type == MessageType.SNAP:
                 self.report_snapshot(m, failed=not reachable)
             if not reachable:
+                if m.type == MessageType.APP and self.rng.random() < 0.5:
+                    # the transport noticed the peer is gone
+                    self.seq += 1
+                    report = Message(type=MessageType.UNREACHABLE, to=m.from_, from_=m.to)
+                    heapq.heappush(self.queue, _InFlight(self.now + 1, self.seq, report))
                 continue
             assert node is not None and node.raw is not None
             try:
