@@ -68,6 +68,7 @@ _SERVICES: dict[str, Callable[[grpc.aio.Channel], Any]] = {
     "Cluster": rpc_pb2_grpc.ClusterStub,
     "Lease": rpc_pb2_grpc.LeaseStub,
     "Auth": rpc_pb2_grpc.AuthStub,
+    "Watch": rpc_pb2_grpc.WatchStub,
 }
 
 
@@ -282,6 +283,46 @@ class Client:
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise DeadlineExceeded() from None
+            raise _translate(err, etcd_errors.from_rpc_error(err)) from None
+        finally:
+            call.cancel()
+
+    # ---- Watch ----
+    async def watch(
+        self, request: rpc_pb2.WatchCreateRequest, *, require_leader: bool = True
+    ) -> AsyncIterator[rpc_pb2.WatchResponse]:
+        """Watch one key range; yields every response (fragments joined) until it is canceled.
+
+        ``require_leader`` sends clientv3's ``hasleader`` metadata so that a member without a
+        leader cancels the watch instead of leaving it silent.
+        """
+        conn = await self._ready_connection(None, None)
+        while conn is None:
+            await asyncio.sleep(RETRY_BACKOFF)
+            conn = await self._ready_connection(None, None)
+        metadata = list(await self._metadata(conn, self.dial_timeout, False) or [])
+        if require_leader:
+            metadata.append(("hasleader", "true"))
+        call = conn.stub("Watch").Watch(metadata=metadata)
+        try:
+            await call.write(rpc_pb2.WatchRequest(create_request=request))
+            pending: rpc_pb2.WatchResponse | None = None
+            while True:
+                response = await call.read()
+                if response is grpc.aio.EOF:  # type: ignore[attr-defined]
+                    return
+                if pending is not None:
+                    pending.events.extend(response.events)
+                    response.ClearField("events")
+                    response.events.extend(pending.events)
+                    pending = None
+                if response.fragment:
+                    pending = response
+                    continue
+                yield response
+                if response.canceled:
+                    return
+        except grpc.aio.AioRpcError as err:
             raise _translate(err, etcd_errors.from_rpc_error(err)) from None
         finally:
             call.cancel()

@@ -82,6 +82,7 @@ class Invocation:
     command: Command
     flags: FlagSet
     args: list[str]
+    raw_args: list[str] = field(default_factory=list)
 
 
 class CommandLineError(Exception):
@@ -244,4 +245,4 @@ def prepare(root: Command, args: list[str]) -> Invocation | Command:
         raise CommandLineError("flags", str(err), command) from None
     if flags.get("help") or not command.runnable:
         return command
-    return Invocation(command, flags, positional)
+    return Invocation(command, flags, positional, rest)

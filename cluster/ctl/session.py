@@ -113,6 +113,7 @@ class Session:
     stderr: BinaryIO
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     printer: Printer | None = None
+    env_keys_consumed: tuple[str, ...] = ()
     _env_applied: bool = False
 
     def flag(self, name: str) -> object:
@@ -135,7 +136,7 @@ class Session:
         if self._env_applied:
             return
         self._env_applied = True
-        used: set[str] = set()
+        used: set[str] = set(self.env_keys_consumed)
         already: set[str] = set()
         for spec in self.inv.command.inherited_specs():
             key = "ETCDCTL_" + spec.name.replace("-", "_").upper()

@@ -16,6 +16,7 @@ from cluster.ctl.kv_commands import kv_commands
 from cluster.ctl.lease_commands import lease_commands
 from cluster.ctl.maintenance_commands import maintenance_commands, member_list_command
 from cluster.ctl.session import GLOBAL_FLAGS, Session
+from cluster.ctl.watch_command import watch_command
 
 Handler = Callable[[Session], Coroutine[Any, Any, None]]
 SessionFactory = Callable[[Invocation], Session]
@@ -64,7 +65,6 @@ NOT_IMPLEMENTED: tuple[tuple[str, str], ...] = (
     ("user list", "Lists all users"),
     ("user passwd", "Changes password of user"),
     ("user revoke-role", "Revokes a role from a user"),
-    ("watch", "Watches events stream on keys or prefixes"),
 )
 GROUPS = {
     "auth": "Enable or disable authentication",
@@ -95,7 +95,7 @@ def build_tree(make_session: SessionFactory) -> Command:
         return run
 
     root = Command("etcdctl", "etcdctl", "A simple command line client for etcd3.", persistent=GLOBAL_FLAGS)
-    root.add(*kv_commands(runner), *maintenance_commands(runner))
+    root.add(*kv_commands(runner), *maintenance_commands(runner), watch_command(runner))
     groups = {name: Command(name, f"{name} <subcommand>", short) for name, short in GROUPS.items()}
     groups["member"].add(member_list_command(runner))
     groups["lease"].add(*lease_commands(runner))

@@ -37,6 +37,7 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     endpoint_flag: bool = True
     protobuf: type | None = None
+    kill_after: float | None = None
 
     def __str__(self) -> str:
         return " ".join(self.args)
@@ -48,8 +49,9 @@ def c(
     env: dict[str, str] | None = None,
     endpoint_flag: bool = True,
     protobuf: type | None = None,
+    kill_after: float | None = None,
 ) -> Case:
-    return Case(tuple(args), stdin.encode(), env or {}, endpoint_flag, protobuf)
+    return Case(tuple(args), stdin.encode(), env or {}, endpoint_flag, protobuf, kill_after)
 
 
 TXN_OK = 'mod("k1") > "0"\n\nput k1 changed\nget k --prefix --keys-only\ndel nothing\n\nget k1\n\n'
@@ -211,6 +213,15 @@ CASES: list[Case] = [
     c("get", "foo", "--print-value-only", "--hex"),
     c("--endpoints", "{dead}", "--endpoints", "{endpoint}", "get", "foo", endpoint_flag=False),
     c("get", "foo", env={"ETCDCTL_WRITE_OUT": "table"}),
+    c("watch", "foo", "--rev", "1"),
+    c("watch", "k", "--prefix", "--rev", "5", "--prev-kv", kill_after=6),
+    c("watch", "k1", "--rev", "5", "-w", "json", kill_after=6),
+    c("watch", "k2", "--rev", "5", "-w", "fields", kill_after=6),
+    c("watch"),
+    c("watch", "a", "b", "--prefix"),
+    c("watch", env={"ETCDCTL_WATCH_KEY": "k1", "ETCDCTL_WATCH_RANGE_END": "k3"}, kill_after=6),
+    c("watch", "x", env={"ETCDCTL_WATCH_KEY": "k1"}),
+    c("watch", env={"ETCDCTL_WATCH_RANGE_END": "k3"}),
     c("del", "", "--prefix"),
     c("get", "", "--prefix", "-w", "json"),
 ]
@@ -239,7 +250,13 @@ def _run(cmd: list[str], case: Case, target: Target) -> subprocess.CompletedProc
     stdin = target.fill(case.stdin.decode()).encode()
     flag = [f"--endpoints={target.endpoint}"] if case.endpoint_flag else []
     argv = [*cmd, *flag, *(target.fill(arg) for arg in case.args)]
-    return subprocess.run(argv, input=stdin, capture_output=True, env=env, timeout=60, check=False)
+    if case.kill_after is None:
+        return subprocess.run(argv, input=stdin, capture_output=True, env=env, timeout=60, check=False)
+    try:
+        subprocess.run(argv, input=stdin, capture_output=True, env=env, timeout=case.kill_after, check=False)
+    except subprocess.TimeoutExpired as stopped:
+        return subprocess.CompletedProcess(argv, -9, stopped.stdout or b"", stopped.stderr or b"")
+    raise AssertionError(f"{case} was expected to run until killed")
 
 
 def _normalise(data: bytes, target: Target) -> str:
