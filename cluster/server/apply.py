@@ -72,6 +72,10 @@ class EntryApplier:
         self.applied_index = index
         self.applied_term = term
 
+    def reload(self) -> None:
+        """Re-read the applied position after the backend was replaced (snapshot install)."""
+        self.applied_index, self.applied_term = self._store.consistent_index()
+
     def register(self, kind: str, handler: RequestHandler) -> None:
         """Route InternalRaftRequests whose oneof `request` is `kind` to `handler`."""
         self._handlers[kind] = handler

@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cluster.api.gen.quorumpb import internal_pb2
 from cluster.raft import MemoryStorage, bootstrap
 from cluster.raft.types import ConfState, Entry, HardState, Snapshot
 from cluster.storage.snap import Snapshotter
@@ -43,6 +44,8 @@ class OpenedLog:
     hard_state: HardState
     conf_state: ConfState = field(default_factory=ConfState)
     is_new: bool = False
+    initial_peers: dict[int, list[str]] = field(default_factory=dict)
+    """Peer URLs of the initial members (new members only: nothing is applied yet to learn them)."""
 
 
 def prepare_dirs(member_dir: str, wal_dir: str, snap_dir: str) -> None:
@@ -65,7 +68,13 @@ def create_member_log(
     last = storage.last_index()
     entries: list[Entry] = storage.entries(storage.first_index(), last + 1) if last else []
     wal.save(hard_state, entries)
-    return OpenedLog(wal, storage, member_id, cluster_id, None, hard_state, is_new=True)
+    initial: dict[int, list[str]] = {}
+    for peer_id, context in peers:
+        record = internal_pb2.Member.FromString(context)
+        initial[peer_id] = list(record.raft_attributes.peer_urls)
+    return OpenedLog(
+        wal, storage, member_id, cluster_id, None, hard_state, is_new=True, initial_peers=initial
+    )
 
 
 def open_member_log(wal_dir: str, snap_dir: str) -> OpenedLog:

@@ -31,6 +31,9 @@ class Membership:
         self.reload()
 
     def reload(self) -> None:
+        """Load from the backend (bucket handles too: the backend may have been reopened)."""
+        self._db = self._backend.bucket(BUCKET)
+        self._removed_db = self._backend.bucket(REMOVED_BUCKET)
         self.members.clear()
         self.removed.clear()
         with self._backend.read() as txn:

@@ -13,6 +13,7 @@ to the index the leader confirmed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import struct
 import time
@@ -24,14 +25,17 @@ from typing import Any
 from cluster.api import errors
 from cluster.api.gen.etcdserverpb import rpc_pb2
 from cluster.api.gen.quorumpb import internal_pb2
+from cluster.lease.expiry import ExpiryLoop
+from cluster.lease.lessor import Lessor, min_lease_ttl
 from cluster.mvcc import KVStore
 from cluster.raft import RaftConfig, RawNode
-from cluster.raft.types import ConfChange, Entry, ReadState, SoftState, StateType
+from cluster.raft.types import ConfChange, Entry, Message, ReadState, Snapshot, SoftState, StateType
 from cluster.server import data_dir, ids
 from cluster.server.apply import BatchOutcome, EntryApplier
 from cluster.server.config import ServerConfig
 from cluster.server.kv_apply import KVApplier
 from cluster.server.membership import Membership
+from cluster.server.peers import ClusterPeers, snapshot_db_path
 from cluster.server.raft_driver import RaftDriver
 from cluster.server.request_ids import RequestIdGenerator
 from cluster.server.wait import IndexWaiters, RequestWaiters
@@ -97,10 +101,16 @@ class QuorumNode:
         self.backend = Backend(Path(cfg.backend_path))
         self.store = KVStore(self.backend)
         self.membership = Membership(self.backend, self.cluster_id)
-        # No lessor yet (issue 4): no lease exists, so attaching one fails as etcd fails for unknown ids.
-        self.kv = KVApplier(self.store, lease_exists=lambda lease_id: False)
+        self.lessor = Lessor(self.backend.bucket(b"lease"),
+                             min_ttl=min_lease_ttl(cfg.election_timeout, cfg.heartbeat_interval))
+        with self.backend.read() as txn:
+            self.lessor.recover(txn)
+        self.kv = KVApplier(self.store, lease_exists=self.lessor.exists)
         self.applier = EntryApplier(self.store, self.kv, self.membership,
                                     on_cluster_version=self._set_cluster_version)
+        self.applier.register("lease_grant", self.lessor.apply_grant)
+        self.applier.register("lease_revoke", self.lessor.apply_revoke)
+        self.applier.register("lease_checkpoint", self.lessor.apply_checkpoint)
         self._index_waiters.applied = self.applier.applied_index
         self._ids = RequestIdGenerator(self.member_id)
         applied = opened.snapshot.metadata.index if opened.snapshot else 0
@@ -121,18 +131,34 @@ class QuorumNode:
             self.raw, self._storage, self._wal,
             heartbeat_s=cfg.tick_seconds,
             apply=self._apply_entries,
+            apply_snapshot=self._install_snapshot,
+            send=self._send_to_peers,
             on_read_states=self._on_read_states,
             on_soft_state=self._on_soft_state,
-            on_proposals_dropped=self._on_dropped,
+            still_wanted=self._waiters.__contains__,
             read_request=self._take_read_request,
         )
+        self.peers = ClusterPeers(
+            self.member_id, self.cluster_id,
+            driver=self.driver,
+            membership=self.membership,
+            backend=lambda: self.backend,
+            snap_dir=Path(cfg.snap_dir),
+            listen_urls=[str(u) for u in cfg.listen_peer_urls],
+            on_removed=self._on_removed,
+        )
+        await self.peers.start(opened.initial_peers)
         self._driver_task = asyncio.create_task(self.driver.run(), name="raft-driver")
         self._driver_task.add_done_callback(self._driver_done)
         if self._single_voter():
             self.driver.call_soon(lambda raw: raw.campaign())
+        elif cfg.initial_election_tick_advance:
+            # etcd fast-forwards all but one election tick so a fresh cluster elects a leader soon.
+            self.driver.advance_ticks(max(cfg.election_ticks - 1, 0))
         self._spawn(self._publish(), "publish")
         self._spawn(self._run_compactions(), "compactor")
         self._spawn(self._expire_requests(), "request-expiry")
+        self._spawn(ExpiryLoop(self.lessor, self.propose).run(), "lease-expiry")
         if self.store.compaction_pending:
             self._request_compaction()
 
@@ -170,6 +196,8 @@ class QuorumNode:
     async def stop(self) -> None:
         for task in list(self._background):
             task.cancel()
+        if hasattr(self, "peers"):
+            await self.peers.close()
         if self._driver_task is not None:
             self.driver.stop()
             try:
@@ -246,6 +274,8 @@ class QuorumNode:
         self._index_waiters.advance(out.applied_index)
         if out.compacted:
             self._request_compaction()
+        if out.conf_changes:
+            self.peers.sync_members()
         if out.applied_index - self._snap_index > self.cfg.snapshot_count and not self._snapshot_queued:
             self._snapshot_queued = True
             index = out.applied_index
@@ -273,6 +303,36 @@ class QuorumNode:
         self._snap_index = index
         log.info("saved snapshot", extra={"snapshot-index": index,
                                           "took": f"{(time.perf_counter() - started) * 1000:.3f}ms"})
+
+    async def _install_snapshot(self, snap: Snapshot) -> None:
+        """Raft accepted a leader's snapshot: persist its metadata, then swap in the database that
+        arrived with it. Earlier committed batches finish applying first; reads on the event loop are
+        synchronous, so none is open while the backend is replaced."""
+        index, term = snap.metadata.index, snap.metadata.term
+        db = snapshot_db_path(Path(self.cfg.snap_dir), index)
+        if not db.exists():
+            raise RuntimeError(f"raft snapshot {index} accepted but its database {db} is missing")
+        self._snapshotter.save(snap)
+        self._wal.save_snapshot(WalSnapshot(index, term))
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._apply_thread, lambda: None)
+        self.backend.replace_with(db)
+        self.store.reload()
+        self.membership.reload()
+        self.applier.reload()
+        self._snap_index = index
+        self._index_waiters.advance(self.applier.applied_index)
+        self.peers.sync_members()
+        log.info("applied snapshot", extra={"snapshot-index": index,
+                                            "consistent-index": self.applier.applied_index})
+
+    def _send_to_peers(self, messages: list[Message]) -> None:
+        self.peers.send(messages)
+
+    def _on_removed(self) -> None:
+        log.warning("the member has been permanently removed from the cluster; stopping",
+                    extra={"local-member-id": ids.format_id(self.member_id)})
+        self.driver.stop()
 
     def add_apply_listener(self, listener: Callable[[BatchOutcome], None]) -> None:
         """Call `listener(outcome)` on the event loop after every applied batch, in log order, before
@@ -307,12 +367,17 @@ class QuorumNode:
     def _on_soft_state(self, ss: SoftState) -> None:
         if ss.raft_state == StateType.LEADER:
             self._leader_ready.set()
+            # etcd promotes the lessor once the new term's first entry is applied (all earlier
+            # grants and revokes are in), extending every TTL by an election timeout.
+            first_of_term = self.raw.raft.log.last_index()
+            self._index_waiters.wait(first_of_term).add_done_callback(self._promote_lessor)
         else:
             self._leader_ready.clear()
+            self.lessor.demote()
 
-    def _on_dropped(self, request_ids: Sequence[int]) -> None:
-        for rid in request_ids:
-            self._waiters.trigger(rid, errors.NO_LEADER())
+    def _promote_lessor(self, applied: asyncio.Future[None]) -> None:
+        if not applied.cancelled() and applied.exception() is None and self.is_leader():
+            self.lessor.promote(self.cfg.election_timeout / 1000.0)
 
     def _take_read_request(self) -> bytes | None:
         """Close the open ReadIndex round: later readers start a new one."""
@@ -321,6 +386,7 @@ class QuorumNode:
             return None
         self._reads_in_flight[rnd.ctx] = rnd
         self._open_read = None
+        rnd.asked_at = asyncio.get_running_loop().time()
         return rnd.ctx
 
     def _on_read_states(self, states: list[ReadState]) -> None:
@@ -331,11 +397,16 @@ class QuorumNode:
             self._index_waiters.wait(rs.index).add_done_callback(rnd.on_applied)
 
     async def _expire_requests(self) -> None:
-        """Fail proposals and read rounds that outlived the request timeout (etcd's ErrTimeout).
+        """Fail proposals and read rounds that outlived the request timeout (etcd's ErrTimeout), and
+        ask again for ReadIndex answers that are overdue.
 
         One sweep per interval replaces a timer per request, which cost more than the request itself.
+        A ReadIndex request can be lost (a peer stream reconnecting, a leader that has not committed
+        in its term yet drops it, as etcd 3.4's does); asking again with the same context is safe,
+        since only the first answer is used.
         """
-        interval = min(0.5, self._request_timeout / 4)
+        interval = 0.1
+        retry_after = max(0.3, 3 * self.cfg.tick_seconds)
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(interval)
@@ -345,6 +416,9 @@ class QuorumNode:
                 if rnd.deadline <= now:
                     del self._reads_in_flight[ctx]
                     rnd.resolve(errors.TIMEOUT())
+                elif now - rnd.asked_at >= retry_after:
+                    rnd.asked_at = now
+                    self.driver.call_soon(functools.partial(_ask_read_index, ctx=ctx))
 
     # ---- request pipeline ---------------------------------------------------------------------------
     async def propose(self, req: Any) -> Any:
@@ -412,15 +486,20 @@ class QuorumNode:
         return self.driver.leader.state == StateType.LEADER
 
 
+def _ask_read_index(raw: RawNode, ctx: bytes) -> None:
+    raw.read_index(ctx)
+
+
 class ReadRound:
     """The readers sharing one ReadIndex request. Each reader awaits its own future, so a cancelled
     reader cannot cancel the others."""
 
-    __slots__ = ("ctx", "deadline", "readers")
+    __slots__ = ("asked_at", "ctx", "deadline", "readers")
 
     def __init__(self, ctx: bytes, deadline: float) -> None:
         self.ctx = ctx
         self.deadline = deadline
+        self.asked_at = 0.0
         self.readers: list[asyncio.Future[None]] = []
 
     def on_applied(self, fut: asyncio.Future[None]) -> None:

@@ -16,7 +16,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -61,11 +61,11 @@ class RaftDriver:
         *,
         heartbeat_s: float,
         apply: Callable[[list[Entry]], asyncio.Future[Sequence[ConfChange]]],
-        apply_snapshot: Callable[[Snapshot], None] | None = None,
+        apply_snapshot: Callable[[Snapshot], Awaitable[None]] | None = None,
         send: Callable[[list[Message]], None] | None = None,
         on_read_states: Callable[[list[ReadState]], None] | None = None,
         on_soft_state: Callable[[SoftState], None] | None = None,
-        on_proposals_dropped: Callable[[Sequence[int]], None] | None = None,
+        still_wanted: Callable[[int], bool] | None = None,
         read_request: Callable[[], bytes | None] | None = None,
     ) -> None:
         self._raw = raw
@@ -77,7 +77,9 @@ class RaftDriver:
         self._send = send or (lambda msgs: None)
         self._on_read_states = on_read_states or (lambda rs: None)
         self._on_soft_state = on_soft_state or (lambda ss: None)
-        self._on_dropped = on_proposals_dropped or (lambda ids: None)
+        self._still_wanted = still_wanted or (lambda request_id: True)
+        self._retry_data: list[bytes] = []
+        self._retry_ids: list[int] = []
         self._read_request = read_request or (lambda: None)
         self._wake = asyncio.Event()
         self._pending_data: list[bytes] = []
@@ -143,12 +145,24 @@ class RaftDriver:
             self._pending_ticks += 1
             self._wake.set()
 
+    def advance_ticks(self, ticks: int) -> None:
+        """Fast-forward the election clock (etcd's initial-election-tick-advance)."""
+        self._pending_ticks += ticks
+        self._wake.set()
+
     def _feed(self) -> None:
         raw = self._raw
         if self._pending_ticks:
             for _ in range(self._pending_ticks):
                 raw.tick()
             self._pending_ticks = 0
+            if self._retry_ids:
+                # Proposals dropped for want of a leader are retried once per tick until they
+                # time out (etcd blocks them until there is a leader, then times out).
+                keep = [i for i, rid in enumerate(self._retry_ids) if self._still_wanted(rid)]
+                self._pending_data[:0] = [self._retry_data[i] for i in keep]
+                self._pending_ids[:0] = [self._retry_ids[i] for i in keep]
+                self._retry_data, self._retry_ids = [], []
         if self._pending_steps:
             steps, self._pending_steps = self._pending_steps, []
             for msg in steps:
@@ -173,7 +187,8 @@ class RaftDriver:
             try:
                 raw.propose_many(data)
             except ProposalDropped:
-                self._on_dropped(ids)
+                self._retry_data.extend(data)
+                self._retry_ids.extend(ids)
         if self._read_wanted:
             self._read_wanted = False
             ctx = self._read_request()
@@ -192,10 +207,14 @@ class RaftDriver:
             self.leader.term = rd.hard_state.term
         if rd.read_states:
             self._on_read_states(rd.read_states)
-        # Persist before anything leaves this node or is applied.
+        # A leader may send before persisting (its own log counts only once persisted here, before
+        # anything is applied); everyone else persists first — votes and acks must be durable.
+        early_send = self.leader.state == StateType.LEADER
+        if early_send and rd.messages:
+            self._send(rd.messages)
         snap = rd.snapshot
         if snap is not None and not snap.is_empty() and self._apply_snapshot is not None:
-            self._apply_snapshot(snap)
+            await self._apply_snapshot(snap)
             self._storage.apply_snapshot(snap)
         if rd.entries or rd.hard_state is not None:
             started = time.perf_counter()
@@ -208,7 +227,7 @@ class RaftDriver:
                 self._storage.append(rd.entries)
             if rd.hard_state is not None:
                 self._storage.set_hard_state(rd.hard_state)
-        if rd.messages:
+        if rd.messages and not early_send:
             self._send(rd.messages)
         if rd.committed_entries:
             applied = self._apply(rd.committed_entries)

@@ -67,6 +67,9 @@ class RequestWaiters:
     def __len__(self) -> int:
         return len(self._futures)
 
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self._futures
+
 
 class IndexWaiters:
     """Futures waiting for the applied index to reach a value (linearizable reads wait here)."""

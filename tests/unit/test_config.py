@@ -49,7 +49,8 @@ def test_defaults_are_etcds() -> None:
     assert c.max_concurrent_streams == 2**32 - 1
     assert (c.grpc_keepalive_min_time, c.grpc_keepalive_interval, c.grpc_keepalive_timeout) == (5, 7200, 20)
     assert (c.auto_compaction_mode, c.auto_compaction_retention) == ("periodic", "0")
-    assert (c.logger, c.log_level, c.log_outputs) == ("zap", "info", ("default",))  # JSON lines by default (docs)
+    # zap (JSON lines) by default, unlike etcd 3.4's capnslog: see docs/compatibility.md.
+    assert (c.logger, c.log_level, c.log_outputs) == ("zap", "info", ("default",))
     assert (c.auth_token, c.bcrypt_cost, c.auth_token_ttl) == ("simple", 10, 300)
     assert c.strict_reconfig_check and c.initial_election_tick_advance and c.enable_grpc_gateway
     assert not c.pre_vote and not c.enable_v2 and not c.force_new_cluster
@@ -328,8 +329,8 @@ def test_env_election_timeout_is_validated() -> None:
         (["--log-level=xx", "--logger=zap"], 'unknown level "xx"'),
         (["--logger=zap", "--log-outputs=default,stdout"],
          'multi logoutput for "default" is not supported yet'),
-        (["--logger=capnslog", "--log-outputs=stdout,stderr"], "--logger=capnslog supports only 1 value in '--log-outputs', "
-         "got ['stderr', 'stdout']"),
+        (["--logger=capnslog", "--log-outputs=stdout,stderr"],
+         "--logger=capnslog supports only 1 value in '--log-outputs', got ['stderr', 'stdout']"),
         (["--logger=capnslog", "--log-outputs=/tmp/x.log"],
          'unknown log-output "/tmp/x.log" (only supports "default", "stderr", "stdout")'),
         (["--log-output=stdout", "--log-outputs=stderr"],
