@@ -196,7 +196,7 @@ def environment() -> str:
         etcd_version = "unknown"
     try:
         commit = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+            ["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"],
             capture_output=True,
             text=True,
             timeout=10,
