@@ -61,10 +61,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     setup_logging(cfg)
     try:
         import uvloop
-
-        uvloop.run(serve(cfg))
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(serve(cfg))
+        uvloop = None
+    try:
+        if uvloop is not None:
+            uvloop.run(serve(cfg))
+        else:
+            asyncio.run(serve(cfg))
     except KeyboardInterrupt:
         pass
 
