@@ -7,7 +7,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from cluster.server.config import ConfigError, InfoRequested, ServerConfig, parse_config
 from cluster.server.log import setup_logging
@@ -59,15 +60,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(str(exc), file=sys.stderr)
         sys.exit(exc.exit_code)
     setup_logging(cfg)
+    runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
     try:
         import uvloop
+
+        runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        uvloop = None
+        pass
     try:
-        if uvloop is not None:
-            uvloop.run(serve(cfg))
-        else:
-            asyncio.run(serve(cfg))
+        runner(serve(cfg))
     except KeyboardInterrupt:
         pass
 
