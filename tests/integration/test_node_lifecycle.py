@@ -81,16 +81,11 @@ def test_linearizable_and_serializable_reads_see_acknowledged_writes(node_factor
             assert get(kv, b"r", serializable=True) == [(b"r", b"%d" % i)]
 
 
-@pytest.mark.parametrize("method", ["Watch", "LeaseGrant"])
+@pytest.mark.parametrize("method", ["Watch"])
 def test_services_not_built_yet_answer_unimplemented(node_factory, method: str) -> None:
     node = node_factory("quorum")
     with grpc.insecure_channel(node.endpoint) as channel:
-        if method == "LeaseGrant":
-            call = rpc_pb2_grpc.LeaseStub(channel).LeaseGrant
-            with pytest.raises(grpc.RpcError) as err:
-                call(rpc_pb2.LeaseGrantRequest(TTL=5), timeout=5)
-        else:
-            stream = rpc_pb2_grpc.WatchStub(channel).Watch(iter([rpc_pb2.WatchRequest()]), timeout=5)
-            with pytest.raises(grpc.RpcError) as err:
-                next(iter(stream))
+        stream = rpc_pb2_grpc.WatchStub(channel).Watch(iter([rpc_pb2.WatchRequest()]), timeout=5)
+        with pytest.raises(grpc.RpcError) as err:
+            next(iter(stream))
         assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED

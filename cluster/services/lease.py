@@ -1,0 +1,249 @@
+"""etcdserverpb.Lease: grant and revoke through Raft; renew and time-to-live answered by the leader.
+
+Keep-alive is the hot path: on the leader each request is one O(1) ``Lessor.renew`` and one small
+response, no Raft round. As in etcd, the response header is filled *before* renewing, so a client can
+never see a keep-alive succeed at a revision after the one that revoked its lease.
+
+A member that is not the leader hands renewals and time-to-live queries to the leader
+(:class:`LeaderForwarder`: the leader's client URL, one shared keep-alive stream per leader URL); etcd
+does the same over its peer HTTP API. An unknown lease answers a keep-alive with TTL 0 and a
+time-to-live with TTL -1, exactly like etcd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from cluster.api import errors
+from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from cluster.api.gen.quorumpb import internal_pb2
+from cluster.lease.lessor import LeaseExpiredError, Lessor, NotPrimaryError
+from cluster.server.node import QuorumNode
+
+log = logging.getLogger("quorum.lease")
+
+_Internal = internal_pb2.InternalRaftRequest
+_KeepAliveResponse = rpc_pb2.LeaseKeepAliveResponse
+_POSITIVE_INT64 = (1 << 63) - 1
+
+
+class LeaseService(rpc_pb2_grpc.LeaseServicer):
+    def __init__(self, node: QuorumNode) -> None:
+        self._node = node
+        self._lessor: Lessor = node.lessor
+        self._forwarder = LeaderForwarder(node)
+
+    async def LeaseGrant(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        node = self._node
+        try:
+            ir = _Internal()
+            grant = ir.lease_grant
+            grant.CopyFrom(request)
+            while grant.ID == 0:  # etcd: a positive id from the request id generator
+                grant.ID = node._ids.next() & _POSITIVE_INT64
+            resp = await node.propose(ir)
+        except errors.EtcdError as exc:
+            await exc.abort(context)
+        node.fill_header(resp.header)
+        return resp
+
+    async def LeaseRevoke(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        node = self._node
+        try:
+            ir = _Internal()
+            ir.lease_revoke.CopyFrom(request)
+            resp = await node.propose(ir)
+        except errors.EtcdError as exc:
+            await exc.abort(context)
+        node.fill_header(resp.header)
+        return resp
+
+    async def LeaseKeepAlive(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        node = self._node
+        lessor = self._lessor
+        fill_header = node.fill_header
+        is_leader = node.is_leader
+        async for req in request_iterator:
+            lease_id = req.ID
+            resp = _KeepAliveResponse(ID=lease_id)
+            fill_header(resp.header)
+            try:
+                if is_leader():
+                    resp.TTL = lessor.renew(lease_id)
+                else:
+                    resp.TTL = await self._renew_elsewhere(lease_id)
+            except errors.LEASE_NOT_FOUND:
+                pass  # TTL 0: the client library reports the lease as gone
+            except (NotPrimaryError, LeaseExpiredError):
+                try:
+                    resp.TTL = await self._renew_slow(lease_id)
+                except errors.EtcdError as exc:
+                    await exc.abort(context)
+            except errors.EtcdError as exc:
+                await exc.abort(context)
+            yield resp
+
+    async def _renew_elsewhere(self, lease_id: int) -> int:
+        try:
+            return await self._forwarder.renew(lease_id)
+        except errors.LEASE_NOT_FOUND:
+            return 0
+
+    async def _renew_slow(self, lease_id: int) -> int:
+        """Renew when the fast path could not: a leader not yet promoted waits for it; an expired
+        lease waits for its revoke (then answers TTL 0, as etcd); leadership lost means forwarding."""
+        node = self._node
+        lessor = self._lessor
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + node._request_timeout
+        while loop.time() < deadline:
+            if not node.is_leader():
+                return await self._renew_elsewhere(lease_id)
+            try:
+                return lessor.renew(lease_id)
+            except errors.LEASE_NOT_FOUND:
+                return 0
+            except (NotPrimaryError, LeaseExpiredError):
+                await asyncio.sleep(node.cfg.tick_seconds)
+        raise errors.TIMEOUT()
+
+    async def LeaseTimeToLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        node = self._node
+        try:
+            if node.is_leader():
+                resp = await self._time_to_live(request)
+            else:
+                resp = await self._forwarder.time_to_live(request)
+                resp.header.Clear()
+        except errors.EtcdError as exc:
+            await exc.abort(context)
+        node.fill_header(resp.header)
+        return resp
+
+    async def _time_to_live(self, request: Any) -> Any:
+        node = self._node
+        lessor = self._lessor
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + node._request_timeout
+        while not lessor.is_primary:  # a new leader answers once promoted (its TTLs are real then)
+            if loop.time() >= deadline:
+                raise errors.TIMEOUT()
+            await asyncio.sleep(node.cfg.tick_seconds)
+        lease = lessor.lookup(request.ID)
+        if lease is None:
+            return rpc_pb2.LeaseTimeToLiveResponse(ID=request.ID, TTL=-1)
+        remaining = lessor.remaining(lease)
+        resp = rpc_pb2.LeaseTimeToLiveResponse(
+            ID=request.ID,
+            TTL=int(remaining) if math.isfinite(remaining) else _POSITIVE_INT64 // 10**9,
+            grantedTTL=lease.ttl,
+        )
+        if request.keys:
+            with node.store.read() as rtx:
+                resp.keys.extend(rtx.lease_keys(request.ID))
+        return resp
+
+    async def LeaseLeases(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        resp = rpc_pb2.LeaseLeasesResponse()
+        resp.leases.extend(rpc_pb2.LeaseStatus(ID=lease.id) for lease in self._lessor.leases())
+        self._node.fill_header(resp.header)
+        return resp
+
+
+class LeaderForwarder:
+    """Sends a follower's renewals and time-to-live queries to the leader's client URL.
+
+    Renewals to one leader share one keep-alive stream; the leader answers a stream's requests in
+    order, so a FIFO of futures matches responses to callers. A broken stream fails its waiters
+    (they get etcd's no-leader error) and the next renewal opens a new one.
+    """
+
+    def __init__(self, node: QuorumNode) -> None:
+        self._node = node
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._streams: dict[str, _ForwardStream] = {}
+
+    def _leader_url(self) -> str:
+        node = self._node
+        leader = node.membership.members.get(node.leader_id) if node.leader_id else None
+        if leader is None or not leader.attributes.client_urls:
+            raise errors.NO_LEADER()
+        url = leader.attributes.client_urls[0]
+        return url.split("://", 1)[-1]
+
+    def _channel(self, target: str) -> grpc.aio.Channel:
+        channel = self._channels.get(target)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(target)
+            self._channels[target] = channel
+        return channel
+
+    async def renew(self, lease_id: int) -> int:
+        target = self._leader_url()
+        stream = self._streams.get(target)
+        if stream is None or stream.closed:
+            stream = _ForwardStream(rpc_pb2_grpc.LeaseStub(self._channel(target)))
+            self._streams[target] = stream
+        return await asyncio.wait_for(stream.renew(lease_id), self._node._request_timeout)
+
+    async def time_to_live(self, request: Any) -> Any:
+        stub = rpc_pb2_grpc.LeaseStub(self._channel(self._leader_url()))
+        try:
+            return await stub.LeaseTimeToLive(request, timeout=self._node._request_timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _as_etcd_error(exc) from None
+
+
+class _ForwardStream:
+    __slots__ = ("_call", "_pending", "_reader", "closed")
+
+    def __init__(self, stub: Any) -> None:
+        self._call = stub.LeaseKeepAlive()
+        self._pending: collections.deque[asyncio.Future[int]] = collections.deque()
+        self.closed = False
+        self._reader = asyncio.create_task(self._read(), name="lease-forward-reader")
+
+    async def renew(self, lease_id: int) -> int:
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append(fut)
+        try:
+            await self._call.write(rpc_pb2.LeaseKeepAliveRequest(ID=lease_id))
+        except grpc.aio.AioRpcError as exc:
+            self._close(_as_etcd_error(exc))
+        ttl = await fut
+        if ttl <= 0:
+            raise errors.LEASE_NOT_FOUND()
+        return ttl
+
+    async def _read(self) -> None:
+        error: errors.EtcdError = errors.NO_LEADER()
+        try:
+            async for resp in self._call:
+                if self._pending:
+                    fut = self._pending.popleft()
+                    if not fut.done():
+                        fut.set_result(resp.TTL)
+        except grpc.aio.AioRpcError as exc:
+            error = _as_etcd_error(exc)
+        self._close(error)
+
+    def _close(self, error: errors.EtcdError) -> None:
+        self.closed = True
+        while self._pending:
+            fut = self._pending.popleft()
+            if not fut.done():
+                fut.set_exception(error)
+        self._call.cancel()
+
+
+def _as_etcd_error(exc: grpc.aio.AioRpcError) -> errors.EtcdError:
+    return errors.from_rpc_error(exc) or errors.NO_LEADER()
