@@ -42,6 +42,7 @@ from cluster.server.wait import IndexWaiters, RequestWaiters
 from cluster.storage.backend import Backend
 from cluster.storage.snap import Snapshotter
 from cluster.storage.wal import WalSnapshot
+from cluster.watch import HubLimits, WatchHub
 
 log = logging.getLogger("quorum.server")
 
@@ -148,6 +149,9 @@ class QuorumNode:
             on_removed=self._on_removed,
         )
         await self.peers.start(opened.initial_peers)
+        self.watch_hub = WatchHub(self.store, self._watch_header, HubLimits.from_server(
+            cfg.max_request_bytes, cfg.watch_progress_notify_interval))
+        self.add_apply_listener(self.watch_hub.on_applied)
         self._driver_task = asyncio.create_task(self.driver.run(), name="raft-driver")
         self._driver_task.add_done_callback(self._driver_done)
         if self._single_voter():
@@ -196,6 +200,8 @@ class QuorumNode:
     async def stop(self) -> None:
         for task in list(self._background):
             task.cancel()
+        if hasattr(self, "watch_hub"):
+            self.watch_hub.close()
         if hasattr(self, "peers"):
             await self.peers.close()
         if self._driver_task is not None:
@@ -320,6 +326,7 @@ class QuorumNode:
         self.store.reload()
         self.membership.reload()
         self.applier.reload()
+        self.watch_hub.restore()
         self._snap_index = index
         self._index_waiters.advance(self.applier.applied_index)
         self.peers.sync_members()
@@ -459,6 +466,9 @@ class QuorumNode:
             revision=self.store.current_revision if revision is None else revision,
             raft_term=self.driver.leader.term,
         )
+
+    def _watch_header(self, revision: int) -> bytes:
+        return self.header(revision).SerializeToString()
 
     def fill_header(self, header: Any, revision: int | None = None) -> None:
         header.cluster_id = self.cluster_id

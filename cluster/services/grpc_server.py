@@ -19,6 +19,7 @@ from cluster.server.node import QuorumNode
 from cluster.services.kv import KVService
 from cluster.services.lease import LeaseService
 from cluster.services.maintenance import ClusterService, MaintenanceService
+from cluster.services.watch import add_watch_service
 
 GRPC_OVERHEAD_BYTES = 512 * 1024
 """Room above --max-request-bytes for gRPC framing, as etcd allows."""
@@ -41,7 +42,7 @@ def build_server(node: QuorumNode) -> tuple[grpc.aio.Server, health_aio.HealthSe
     rpc_pb2_grpc.add_KVServicer_to_server(KVService(node), server)
     rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(node), server)
     rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(node), server)
-    rpc_pb2_grpc.add_WatchServicer_to_server(rpc_pb2_grpc.WatchServicer(), server)
+    add_watch_service(node, server)
     rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseService(node), server)
     rpc_pb2_grpc.add_AuthServicer_to_server(rpc_pb2_grpc.AuthServicer(), server)
     v3election_pb2_grpc.add_ElectionServicer_to_server(v3election_pb2_grpc.ElectionServicer(), server)

@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
-import pytest
 
 from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from cluster.testing.procs import NodeProcess
@@ -81,11 +80,11 @@ def test_linearizable_and_serializable_reads_see_acknowledged_writes(node_factor
             assert get(kv, b"r", serializable=True) == [(b"r", b"%d" % i)]
 
 
-@pytest.mark.parametrize("method", ["Watch"])
-def test_services_not_built_yet_answer_unimplemented(node_factory, method: str) -> None:
+def test_watch_stream_answers_a_create_request(node_factory) -> None:
     node = node_factory("quorum")
     with grpc.insecure_channel(node.endpoint) as channel:
-        stream = rpc_pb2_grpc.WatchStub(channel).Watch(iter([rpc_pb2.WatchRequest()]), timeout=5)
-        with pytest.raises(grpc.RpcError) as err:
-            next(iter(stream))
-        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        req = rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"k"))
+        stream = rpc_pb2_grpc.WatchStub(channel).Watch(iter([req]), timeout=5)
+        first = next(iter(stream))
+        assert first.created and first.watch_id == 0
+        stream.cancel()

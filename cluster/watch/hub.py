@@ -1,0 +1,559 @@
+"""WatchHub: etcd's watchable store on top of Quorum's apply loop.
+
+Every watcher is either *synced* (it has seen everything up to the hub's revision and receives new
+events straight from `publish`) or *unsynced* (it is behind and replays history from the store).
+Invariants, which give ordered, gap-free, duplicate-free delivery:
+
+- `hub.revision` is the last revision handed to `publish`; watchers only ever learn about revisions
+  up to it, even when the store has already committed newer ones.
+- A watcher's `min_rev` is the first revision it has not been sent. Synced watchers have
+  `min_rev > revision` (equal to revision + 1 unless they start in the future); events below `min_rev`
+  are never delivered.
+- A watcher moves from unsynced to synced only when its replay reached `hub.revision`; it moves back
+  when its stream's outbound buffer is over its bound (a slow consumer), keeping `min_rev` at the
+  first event it missed. Nothing in `publish` ever waits.
+- All events of one revision go into one response (replay never splits a revision).
+
+Everything runs on the event loop: `publish` is an apply listener, catch-up runs as a background task
+in bounded steps (one LMDB read transaction each) between other work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from cluster.api.errors import COMPACTED
+from cluster.api.gen.mvccpb import kv_pb2
+from cluster.mvcc.layout import key_of_stored
+from cluster.mvcc.store import Change, KVStore, ReadTxn
+from cluster.watch.group import WatcherGroup
+from cluster.watch.wire import (
+    FRAGMENT_FIELD,
+    EncodedEvent,
+    control_response,
+    event_response,
+    header_field,
+    watch_id_field,
+)
+
+__all__ = ["WatchHub", "WatchStream", "Watcher"]
+
+_PUT: Final = kv_pb2.Event.PUT
+_NOPUT: Final = 0
+_NODELETE: Final = 1
+INVALID_WATCH_ID: Final = -1
+SYNC_MAX_WATCHERS: Final = 512
+"""Unsynced watchers served by one catch-up step (etcd's maxWatchersPerSync)."""
+SYNC_MAX_ROWS: Final = 1000
+"""History rows read by one catch-up step; a revision is never split across steps."""
+MIN_PROGRESS_INTERVAL: Final = 0.1
+GRPC_OVERHEAD_BYTES: Final = 512 * 1024
+MERGE_LIMIT_BYTES: Final = 1024 * 1024
+"""Queued events of a watcher stop absorbing later batches at this size (clients' default receive
+limits are 4 MiB; etcd's catch-up responses are bounded by revisions instead)."""
+
+ERR_EMPTY_RANGE: Final = "mvcc: watcher range is empty"
+ERR_DUPLICATE_ID: Final = "mvcc: duplicate watch ID provided on the WatchStream"
+
+HeaderFn = Callable[[int], bytes]
+"""Serialized ResponseHeader (cluster, member, raft term) for a revision."""
+
+
+@dataclass(slots=True, eq=False)
+class Watcher:
+    id: int
+    stream: WatchStream
+    key: bytes
+    end: bytes | None
+    """None: the single key; b"": every key >= key; otherwise the range [key, end)."""
+    min_rev: int
+    prev_kv: bool = False
+    no_put: bool = False
+    no_delete: bool = False
+    progress_notify: bool = False
+    fragment: bool = False
+    id_field: bytes = b""
+    synced: bool = False
+    active: bool = True
+    progress_due: bool = True
+    """etcd's per-watcher progress flag: cleared by events, set by every progress tick."""
+
+
+@dataclass(slots=True, frozen=True)
+class HubLimits:
+    max_pending_messages: int = 4096
+    max_pending_bytes: int = 32 * 1024 * 1024
+    fragment_bytes: int = (1536 + 512) * 1024
+    """Responses of a fragment watcher at least this big are split (etcd: max-request-bytes + 512 KiB)."""
+    progress_interval: float = 600.0
+
+    @classmethod
+    def from_server(cls, max_request_bytes: int, progress_interval: float) -> HubLimits:
+        """etcd's settings: fragments above max-request-bytes + gRPC overhead; progress interval of at
+        least 100 ms."""
+        return cls(fragment_bytes=max_request_bytes + GRPC_OVERHEAD_BYTES,
+                   progress_interval=max(progress_interval, MIN_PROGRESS_INTERVAL))
+
+
+@dataclass(slots=True, eq=False)
+class _PendingEvents:
+    """A queued, not yet encoded event response of one watcher."""
+
+    watcher: Watcher
+    revision: int
+    frames: list[bytes]
+    size: int
+
+
+class WatchStream:
+    """One client stream: its watchers (by id) and the ordered queue of encoded responses."""
+
+    def __init__(self, hub: WatchHub) -> None:
+        self._hub = hub
+        self.watchers: dict[int, Watcher] = {}
+        self._next_id = 0
+        self._out: deque[bytes | _PendingEvents] = deque()
+        self._open: dict[Watcher, _PendingEvents] = {}
+        self._out_bytes = 0
+        self._wakeup = asyncio.Event()
+        self.closed = False
+        self.unsynced = 0
+        self.progress_wanted = False
+        self._ticker: asyncio.TimerHandle | None = None
+
+    # ---- requests ----------------------------------------------------------------------------------
+    def create(self, req: Any) -> int:
+        """Handle a WatchCreateRequest; returns the watch id (-1 when refused)."""
+        hub = self._hub
+        now = hub.revision
+        key = req.key or b"\x00"
+        end: bytes | None = req.range_end or None
+        if end == b"\x00":
+            end = b""
+        wid = req.watch_id
+        error = ""
+        if end and key >= end:
+            error = ERR_EMPTY_RANGE
+        elif wid == 0:
+            while self._next_id in self.watchers:
+                self._next_id += 1
+            wid = self._next_id
+            self._next_id += 1
+        elif wid in self.watchers:
+            error = ERR_DUPLICATE_ID
+        if error:
+            self.push(control_response(hub.head(now), INVALID_WATCH_ID, created=True, canceled=True,
+                                       cancel_reason=error))
+            return INVALID_WATCH_ID
+        filters = set(req.filters)
+        w = Watcher(
+            id=wid, stream=self, key=key, end=end, min_rev=req.start_revision or now + 1,
+            prev_kv=req.prev_kv, no_put=_NOPUT in filters, no_delete=_NODELETE in filters,
+            progress_notify=req.progress_notify, fragment=req.fragment, id_field=watch_id_field(wid),
+        )
+        self.watchers[wid] = w
+        self.push(control_response(hub.head(now), wid, created=True))
+        hub.add(w)
+        if w.progress_notify and self._ticker is None:
+            self._schedule_progress()
+        return wid
+
+    def cancel(self, watch_id: int) -> None:
+        """Cancel a watcher of this stream; unknown ids are ignored, as etcd does."""
+        w = self.watchers.pop(watch_id, None)
+        if w is None:
+            return
+        self._hub.remove(w)
+        self.push(control_response(self._hub.head(self._hub.revision), watch_id, canceled=True))
+
+    def request_progress(self) -> None:
+        """Answer with the hub revision (watch id -1) once every watcher of the stream is synced."""
+        if self.unsynced:
+            self.progress_wanted = True
+        else:
+            self._send_progress()
+
+    def _send_progress(self) -> None:
+        self.progress_wanted = False
+        self.push(control_response(self._hub.head(self._hub.revision), INVALID_WATCH_ID))
+
+    def became_synced(self) -> None:
+        """One watcher left the unsynced group (synced, compacted or removed)."""
+        self.unsynced -= 1
+        if not self.unsynced and self.progress_wanted:
+            self._send_progress()
+
+    # ---- periodic progress notifications ------------------------------------------------------------
+    def _schedule_progress(self) -> None:
+        interval = self._hub.limits.progress_interval
+        jitter = random.uniform(0, interval / 10)
+        self._ticker = asyncio.get_running_loop().call_later(interval + jitter, self._progress_tick)
+
+    def _progress_tick(self) -> None:
+        if self.closed:
+            return
+        head = self._hub.head(self._hub.revision)
+        for w in self.watchers.values():
+            if not w.progress_notify:
+                continue
+            if w.progress_due and w.synced and w.active:
+                self.push(control_response(head, w.id))
+            w.progress_due = True
+        self._schedule_progress()
+
+    # ---- output ------------------------------------------------------------------------------------
+    def push(self, msg: bytes) -> None:
+        """Queue a control response. It is an ordering barrier: later events are never merged into
+        responses queued before it."""
+        self._out.append(msg)
+        self._out_bytes += len(msg)
+        self._open.clear()
+        if not self._wakeup.is_set():
+            self._wakeup.set()
+
+    def push_events(self, w: Watcher, revision: int, frames: list[bytes]) -> None:
+        """Queue events for `w` up to `revision`. While the writer is busy, events of later batches
+        join the watcher's response still waiting in the queue (as a catch-up response carries many
+        revisions), so a backlog costs fewer, larger writes instead of growing message by message."""
+        size = sum(map(len, frames))
+        self._out_bytes += size
+        pending = self._open.get(w)
+        if pending is not None and pending.size < MERGE_LIMIT_BYTES:
+            pending.revision = revision
+            pending.frames.extend(frames)
+            pending.size += size
+            return
+        pending = self._open[w] = _PendingEvents(w, revision, frames, size)
+        self._out.append(pending)
+        if not self._wakeup.is_set():
+            self._wakeup.set()
+
+    @property
+    def has_room(self) -> bool:
+        limits = self._hub.limits
+        return len(self._out) < limits.max_pending_messages and self._out_bytes < limits.max_pending_bytes
+
+    @property
+    def pending(self) -> int:
+        return len(self._out)
+
+    async def take(self) -> list[bytes]:
+        """Wait for responses and take all queued ones, encoded, in order; [] once closed."""
+        while not self._out:
+            if self.closed:
+                return []
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        return self.take_nowait()
+
+    def take_nowait(self) -> list[bytes]:
+        """Take every queued response, encoded, in order (possibly none)."""
+        if not self._out:
+            return []
+        items = list(self._out)
+        self._out.clear()
+        self._open.clear()
+        self._out_bytes = 0
+        msgs = self._hub.encode(items)
+        if self.unsynced:
+            self._hub.kick()
+        return msgs
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for w in self.watchers.values():
+            self._hub.remove(w)
+        self.watchers.clear()
+        self._out.clear()
+        self._open.clear()
+        self._wakeup.set()
+
+
+class WatchHub:
+    """Routes applied revisions to synced watchers and replays history to unsynced ones."""
+
+    def __init__(self, store: KVStore, header: HeaderFn, limits: HubLimits | None = None) -> None:
+        self._store = store
+        self._header = header
+        self.limits = limits or HubLimits()
+        self.revision = store.current_revision
+        self._synced: WatcherGroup[Watcher] = WatcherGroup()
+        self._unsynced: dict[Watcher, None] = {}
+        self._wake = asyncio.Event()
+        self._sync_task: asyncio.Task[None] | None = None
+        self.streams: set[WatchStream] = set()
+
+    # ---- streams and watchers ----------------------------------------------------------------------
+    def open_stream(self) -> WatchStream:
+        stream = WatchStream(self)
+        self.streams.add(stream)
+        return stream
+
+    def close_stream(self, stream: WatchStream) -> None:
+        stream.close()
+        self.streams.discard(stream)
+
+    def head(self, revision: int) -> bytes:
+        return header_field(self._header(revision))
+
+    def add(self, w: Watcher) -> None:
+        if w.min_rev > self.revision:
+            w.synced = True
+            self._synced.add(w)
+        else:
+            self._make_unsynced(w)
+
+    def remove(self, w: Watcher) -> None:
+        if not w.active:
+            return
+        w.active = False
+        if w.synced:
+            self._synced.remove(w)
+            w.synced = False
+        elif w in self._unsynced:
+            del self._unsynced[w]
+            w.stream.became_synced()  # it no longer holds back the stream's progress response
+
+    def _make_unsynced(self, w: Watcher) -> None:
+        w.synced = False
+        self._unsynced[w] = None
+        w.stream.unsynced += 1
+        self.kick()
+
+    def _make_synced(self, w: Watcher) -> None:
+        del self._unsynced[w]
+        w.synced = True
+        self._synced.add(w)
+        w.stream.became_synced()
+
+    def restore(self) -> None:
+        """After the store was replaced (snapshot install): everyone replays from where they were."""
+        self.revision = self._store.current_revision
+        for w in list(self._synced):
+            if w.min_rev <= self.revision:
+                self._synced.remove(w)
+                self._make_unsynced(w)
+
+    @property
+    def watcher_count(self) -> int:
+        return len(self._synced) + len(self._unsynced)
+
+    @property
+    def unsynced_count(self) -> int:
+        return len(self._unsynced)
+
+    # ---- live events -------------------------------------------------------------------------------
+    def on_applied(self, outcome: Any) -> None:
+        """Apply listener: `outcome.revisions` is [(revision, [Change, ...]), ...] in order."""
+        if outcome.revisions:
+            self.publish(outcome.revisions)
+
+    def publish(self, revisions: list[tuple[int, list[Change]]]) -> None:
+        """Deliver newly applied revisions to synced watchers; never blocks."""
+        synced = self._synced
+        last = revisions[-1][0]
+        if not synced:
+            self.revision = last
+            return
+        compact = self._store.compact_revision
+        routed: dict[Watcher, list[EncodedEvent]] = {}
+        ranges = synced.has_ranges
+        route = _route
+        for rev, changes in revisions:
+            for ch in changes:
+                kv = ch.kv
+                key = key_of_stored(kv)
+                keyed = synced.key_watchers(key)
+                ranged = synced.range_watchers(key) if ranges else ()
+                if not keyed and not ranged:
+                    continue
+                # etcd reads prev_kv at rev - 1, which fails (no prev_kv) once that is compacted
+                prev = ch.prev_kv if rev > compact else None
+                ev = EncodedEvent(rev, key, ch.type == _PUT, kv, prev)
+                if keyed:
+                    route(keyed, ev, routed)
+                for bucket in ranged:
+                    route(bucket, ev, routed)
+        self.revision = last
+        if routed:
+            self._deliver_live(routed)
+
+    def _deliver_live(self, routed: dict[Watcher, list[EncodedEvent]]) -> None:
+        for w, evs in routed.items():
+            if not w.stream.has_room:
+                self._synced.remove(w)
+                w.min_rev = evs[0].revision
+                self._make_unsynced(w)
+                continue
+            self._send_events(w, evs[-1].revision, evs)
+
+    @staticmethod
+    def _send_events(w: Watcher, revision: int, evs: list[EncodedEvent]) -> None:
+        w.progress_due = False
+        frames = [e.frame_with_prev() for e in evs] if w.prev_kv else [e.frame for e in evs]
+        w.stream.push_events(w, revision, frames)
+
+    def encode(self, items: list[bytes | _PendingEvents]) -> list[bytes]:
+        """Encode queued responses; headers are built once per revision."""
+        heads: dict[int, bytes] = {}
+        out: list[bytes] = []
+        for item in items:
+            if isinstance(item, bytes):
+                out.append(item)
+                continue
+            rev = item.revision
+            head = heads.get(rev)
+            if head is None:
+                head = heads[rev] = self.head(rev)
+            w = item.watcher
+            if w.fragment and len(item.frames) > 1:
+                out.extend(_fragments(head, w.id_field, item.frames, self.limits.fragment_bytes))
+            else:
+                out.append(event_response(head, w.id_field, item.frames))
+        return out
+
+    # ---- catch-up ----------------------------------------------------------------------------------
+    def kick(self) -> None:
+        """Make the catch-up task look at unsynced watchers (started on first use)."""
+        if not self._unsynced:
+            return
+        self._wake.set()
+        if self._sync_task is None:
+            self._sync_task = asyncio.get_running_loop().create_task(self._sync_loop(), name="watch-sync")
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.sync_step():
+                await asyncio.sleep(0)
+
+    def sync_step(self) -> bool:
+        """Replay one bounded slice of history to unsynced watchers whose streams have room.
+
+        Returns True if it did something (so more may be possible)."""
+        chosen: list[Watcher] = []
+        for w in self._unsynced:
+            if w.stream.has_room:
+                chosen.append(w)
+                if len(chosen) == SYNC_MAX_WATCHERS:
+                    break
+        if not chosen:
+            return False
+        with self._store.read() as rtx:
+            compact = rtx.compact_revision
+            live = []
+            for w in chosen:
+                if w.min_rev < compact:
+                    self._cancel_compacted(w, compact)
+                else:
+                    live.append(w)
+            if not live:
+                return True
+            rows, upto = _read_history(rtx, min(w.min_rev for w in live), self.revision)
+            routed = self._route_history(rtx, live, rows)
+        for w in live:
+            evs = routed.get(w)
+            if evs:
+                self._send_events(w, upto, evs)
+            w.min_rev = upto + 1
+            if upto >= self.revision:
+                self._make_synced(w)
+        return True
+
+    def _route_history(
+        self, rtx: ReadTxn, watchers: list[Watcher], rows: list[tuple[int, bool, bytes]]
+    ) -> dict[Watcher, list[EncodedEvent]]:
+        group = WatcherGroup(watchers)
+        routed: dict[Watcher, list[EncodedEvent]] = {}
+        for rev, tomb, kv in rows:
+            key = key_of_stored(kv)
+            ws = group.watchers_of(key)
+            if not ws:
+                continue
+            prev = _prev_kv(rtx, key, rev) if any(w.prev_kv for w in ws) else None
+            _route(ws, EncodedEvent(rev, key, not tomb, kv, prev), routed)
+        return routed
+
+    def _cancel_compacted(self, w: Watcher, compact: int) -> None:
+        """etcd's answer to a watcher whose next revision is compacted: header revision 0, cancelled,
+        compact_revision set. The id stays taken on its stream until cancelled or closed."""
+        del self._unsynced[w]
+        w.active = False
+        w.stream.push(control_response(self.head(0), w.id, canceled=True, compact_revision=compact))
+        w.stream.became_synced()
+
+    def close(self) -> None:
+        for stream in list(self.streams):
+            self.close_stream(stream)
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            self._sync_task = None
+
+
+def _route(watchers: Iterable[Watcher], ev: EncodedEvent, routed: dict[Watcher, list[EncodedEvent]]) -> None:
+    rev = ev.revision
+    is_put = ev.is_put
+    for w in watchers:
+        if rev < w.min_rev or (w.no_put if is_put else w.no_delete):
+            continue
+        evs = routed.get(w)
+        if evs is None:
+            routed[w] = [ev]
+        else:
+            evs.append(ev)
+
+
+def _read_history(rtx: ReadTxn, min_rev: int, upto: int) -> tuple[list[tuple[int, bool, bytes]], int]:
+    """Rows in [min_rev, upto], at most about SYNC_MAX_ROWS, ending on a whole revision; and the
+    revision the rows are complete up to."""
+    rows = rtx.history(min_rev, upto, SYNC_MAX_ROWS)
+    if len(rows) < SYNC_MAX_ROWS:
+        return rows, upto
+    last = rows[-1][0]
+    cut = len(rows)
+    while cut and rows[cut - 1][0] == last:
+        cut -= 1
+    if cut:
+        return rows[:cut], last - 1
+    return rtx.history(last, last), last
+
+
+def _prev_kv(rtx: ReadTxn, key: bytes, rev: int) -> bytes | None:
+    """The key's version just before `rev`, as etcd's watch server looks it up (none if compacted)."""
+    try:
+        found = rtx.range(key, revision=rev - 1)
+    except COMPACTED:
+        return None
+    return found.kvs[0] if found.kvs else None
+
+
+def _fragments(head: bytes, id_field: bytes, frames: list[bytes], limit: int) -> list[bytes]:
+    """etcd's sendFragments: fill each response until it reaches `limit` (at least one event each);
+    every response but the last has fragment=true. Small responses are sent whole."""
+    base = len(head) + len(id_field)
+    if base + sum(map(len, frames)) < limit:
+        return [event_response(head, id_field, frames)]
+    base += len(FRAGMENT_FIELD)
+    out = []
+    i, n = 0, len(frames)
+    while i < n:
+        size = base
+        j = i
+        while j < n:
+            size += len(frames[j])
+            if j > i and size >= limit:
+                break
+            j += 1
+        out.append(event_response(head, id_field, frames[i:j], fragment=j < n))
+        i = j
+    return out
