@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +34,8 @@ def test_created_responses_carry_server_chosen_increasing_ids_and_current_revisi
     ids = [s.create(Create(key=b"a")) for _ in range(3)]
     resps = responses(s)
     assert ids == [0, 1, 2]
-    assert [(r.watch_id, r.created, r.header.revision) for r in resps] == [(0, True, 2), (1, True, 2), (2, True, 2)]
+    assert [(r.watch_id, r.created, r.header.revision) for r in resps] == [
+        (0, True, 2), (1, True, 2), (2, True, 2)]
 
 
 def test_client_chosen_ids_are_kept_and_auto_ids_skip_them(h: Harness) -> None:
@@ -83,7 +86,7 @@ def test_prefix_range_and_all_keys_watchers(h: Harness) -> None:
     }
 
 
-def test_a_batch_goes_out_as_one_response_per_watcher_with_the_last_revision_in_the_header(h: Harness) -> None:
+def test_a_batch_is_one_response_per_watcher_with_the_last_revision_in_the_header(h: Harness) -> None:
     s = h.stream()
     s.create(Create(key=b"k"))
     responses(s)
@@ -184,7 +187,7 @@ def test_replay_in_bounded_steps_never_splits_a_revision(h: Harness, monkeypatch
 
     async def body() -> None:
         for i in range(4):
-            h.apply(lambda w: [w.put(b"k%d" % j, b"%d" % i) for j in range(3)])
+            h.apply(lambda w, i=i: [w.put(b"k%d" % j, b"%d" % i) for j in range(3)])
         s = h.stream()
         s.create(Create(key=b"k", range_end=b"l", start_revision=1))
         got = []
@@ -195,7 +198,7 @@ def test_replay_in_bounded_steps_never_splits_a_revision(h: Harness, monkeypatch
         flat = [x for r in revs for x in r]
         assert flat == sorted(flat) and len(flat) == 12
         seen = [set(r) for r in revs]
-        for a, b in zip(seen, seen[1:], strict=False):
+        for a, b in itertools.pairwise(seen):
             assert not a & b
 
     run(body())
@@ -283,12 +286,12 @@ def test_progress_notify_reports_idle_watchers_only(store: KVStore) -> None:
         busy = s.create(Create(key=b"busy", progress_notify=True))
         plain = s.create(Create(key=b"plain"))
         responses(s)
-        await asyncio_sleep(0.07)
+        await asyncio.sleep(0.07)
         first = responses(s)
         assert sorted(r.watch_id for r in first) == [idle, busy]
         h.put(b"busy")
         responses(s)
-        await asyncio_sleep(0.06)
+        await asyncio.sleep(0.06)
         second = [r for r in responses(s) if not r.events]
         assert [r.watch_id for r in second] == [idle]
         assert second[0].header.revision == 2
@@ -296,12 +299,6 @@ def test_progress_notify_reports_idle_watchers_only(store: KVStore) -> None:
         h.hub.close()
 
     run(body())
-
-
-async def asyncio_sleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)
 
 
 def test_fragment_splits_big_responses_and_marks_all_but_the_last(store: KVStore) -> None:

@@ -17,7 +17,8 @@ Op = Callable[[WriteTxn], Any]
 
 
 def header(revision: int) -> bytes:
-    return rpc_pb2.ResponseHeader(cluster_id=1, member_id=2, revision=revision, raft_term=3).SerializeToString()
+    head = rpc_pb2.ResponseHeader(cluster_id=1, member_id=2, revision=revision, raft_term=3)
+    return head.SerializeToString()
 
 
 class Harness:
