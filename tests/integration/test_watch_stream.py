@@ -1,0 +1,194 @@
+"""The Watch service over gRPC, checked against real etcd and Quorum alike (the `node` fixture runs each
+test on both), so every assertion is etcd's behaviour first and Quorum's second."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from cluster.testing.procs import NodeProcess
+
+Create = rpc_pb2.WatchCreateRequest
+_END = object()
+
+
+class WatchClient:
+    """One Watch stream: requests go through a queue, responses are read by a thread."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._requests: queue.Queue[Any] = queue.Queue()
+        self.responses: queue.Queue[Any] = queue.Queue()
+        self._call = rpc_pb2_grpc.WatchStub(channel).Watch(self._iter(), timeout=60)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _iter(self) -> Iterator[Any]:
+        while (req := self._requests.get()) is not _END:
+            yield req
+
+    def _read(self) -> None:
+        try:
+            for resp in self._call:
+                self.responses.put(resp)
+        except grpc.RpcError:
+            pass
+
+    def create(self, **kw: Any) -> Any:
+        self._requests.put(rpc_pb2.WatchRequest(create_request=Create(**kw)))
+        return self.next()
+
+    def cancel(self, watch_id: int) -> None:
+        self._requests.put(rpc_pb2.WatchRequest(cancel_request=rpc_pb2.WatchCancelRequest(watch_id=watch_id)))
+
+    def progress(self) -> None:
+        self._requests.put(rpc_pb2.WatchRequest(progress_request=rpc_pb2.WatchProgressRequest()))
+
+    def next(self, timeout: float = 10) -> Any:
+        return self.responses.get(timeout=timeout)
+
+    def events(self, count: int, timeout: float = 20) -> list[Any]:
+        """Responses until `count` events arrived."""
+        got, n = [], 0
+        deadline = time.monotonic() + timeout
+        while n < count:
+            r = self.responses.get(timeout=max(deadline - time.monotonic(), 0.01))
+            got.append(r)
+            n += len(r.events)
+        return got
+
+    def quiet(self, seconds: float = 0.3) -> list[Any]:
+        out = []
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            try:
+                out.append(self.responses.get(timeout=left))
+            except queue.Empty:
+                break
+        return out
+
+    def close(self) -> None:
+        self._call.cancel()
+        self._requests.put(_END)
+
+
+@pytest.fixture
+def channel(node: NodeProcess) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(node.endpoint) as ch:
+        yield ch
+
+
+def put(ch: grpc.Channel, key: bytes, value: bytes = b"v") -> int:
+    return int(rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=key, value=value)).header.revision)
+
+
+def test_many_watchers_share_one_stream_and_cancel_independently(channel: grpc.Channel) -> None:
+    w = WatchClient(channel)
+    try:
+        ids = [w.create(key=b"k%d" % (i % 5)).watch_id for i in range(40)]
+        assert ids == list(range(40))
+        pre = w.create(key=b"k", range_end=b"l").watch_id
+        for i in range(5):
+            put(channel, b"k%d" % i, b"x")
+        got = w.events(45)
+        by_id: dict[int, list[bytes]] = {}
+        for r in got:
+            by_id.setdefault(r.watch_id, []).extend(e.kv.key for e in r.events)
+        assert by_id[pre] == [b"k0", b"k1", b"k2", b"k3", b"k4"]
+        assert all(by_id[i] == [b"k%d" % (i % 5)] for i in ids)
+        for i in ids[:20]:
+            w.cancel(i)
+        cancels = [w.next() for _ in range(20)]
+        assert sorted(r.watch_id for r in cancels) == ids[:20] and all(r.canceled for r in cancels)
+        rev = put(channel, b"k0", b"y")
+        got = w.events(5)
+        assert sorted(r.watch_id for r in got) == [20, 25, 30, 35, pre]
+        assert all(r.header.revision == rev for r in got)
+    finally:
+        w.close()
+
+
+def test_ordered_gap_free_delivery_under_concurrent_writers(channel: grpc.Channel) -> None:
+    w = WatchClient(channel)
+    try:
+        start = w.create(key=b"c/", range_end=b"c0").header.revision + 1
+        writers = [threading.Thread(target=lambda n=n: [put(channel, b"c/%d" % n) for _ in range(50)])
+                   for n in range(4)]
+        for t in writers:
+            t.start()
+        for t in writers:
+            t.join()
+        revs = [e.kv.mod_revision for r in w.events(200) for e in r.events]
+        assert revs == list(range(start, start + 200))
+    finally:
+        w.close()
+
+
+def test_progress_request_answers_with_watch_id_minus_one_and_current_revision(channel: grpc.Channel) -> None:
+    w = WatchClient(channel)
+    try:
+        w.create(key=b"p")
+        rev = put(channel, b"other")
+        w.progress()
+        r = w.next()
+        assert (r.watch_id, r.header.revision, len(r.events)) == (-1, rev, 0)
+        assert not r.created and not r.canceled
+    finally:
+        w.close()
+
+
+def test_compacted_start_revision_is_cancelled_with_compact_revision(channel: grpc.Channel) -> None:
+    for i in range(4):
+        rev = put(channel, b"old", b"%d" % i)
+    rpc_pb2_grpc.KVStub(channel).Compact(rpc_pb2.CompactionRequest(revision=rev, physical=True))
+    w = WatchClient(channel)
+    try:
+        created = w.create(key=b"old", start_revision=2)
+        r = w.next()
+        assert created.created and not created.canceled
+        assert (r.watch_id, r.canceled, r.compact_revision, r.header.revision) == (0, True, rev, 0)
+        r = w.create(key=b"old", start_revision=rev, prev_kv=True)
+        evs = w.events(1)[0].events
+        assert [(e.kv.mod_revision, e.prev_kv.value) for e in evs] == [(rev, b"")]
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("kind", ["etcd", "quorum"])
+def test_progress_notify_reaches_idle_watchers(node_factory: Any, kind: str) -> None:
+    node = node_factory(kind, "--experimental-watch-progress-notify-interval=200ms")
+    with grpc.insecure_channel(node.endpoint) as ch:
+        w = WatchClient(ch)
+        try:
+            idle = w.create(key=b"idle", progress_notify=True).watch_id
+            rev = put(ch, b"elsewhere")
+            notes = [r for r in w.quiet(0.8) if not r.events]
+            assert notes and all(r.watch_id == idle and r.header.revision == rev for r in notes)
+        finally:
+            w.close()
+
+
+@pytest.mark.parametrize("kind", ["etcd", "quorum"])
+def test_fragment_splits_a_big_catch_up_response(node_factory: Any, kind: str) -> None:
+    node = node_factory(kind, "--max-request-bytes=4096")
+    with grpc.insecure_channel(node.endpoint) as ch:
+        kv = rpc_pb2_grpc.KVStub(ch)
+        reqs = [rpc_pb2.PutRequest(key=b"f/%03d" % i, value=b"x" * 3000) for i in range(200)]
+        futures = [kv.Put.future(req) for req in reqs]
+        last = max(f.result().header.revision for f in futures)
+        w = WatchClient(ch)
+        try:
+            w.create(key=b"f/", range_end=b"f0", start_revision=1, fragment=True)
+            parts = w.events(200)
+            assert len(parts) >= 2
+            assert [p.fragment for p in parts] == [True] * (len(parts) - 1) + [False]
+            assert all(p.ByteSize() < 4096 + 512 * 1024 + 4000 for p in parts)
+            assert [e.kv.mod_revision for p in parts for e in p.events] == list(range(last - 199, last + 1))
+        finally:
+            w.close()
