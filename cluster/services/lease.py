@@ -69,7 +69,7 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
         node = self._node
-        lessor = self._lessor
+        renew = self._lessor.renew
         fill_header = node.fill_header
         is_leader = node.is_leader
         async for req in request_iterator:
@@ -78,43 +78,37 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
             fill_header(resp.header)
             try:
                 if is_leader():
-                    resp.TTL = lessor.renew(lease_id)
+                    try:
+                        resp.TTL = renew(lease_id)
+                    except (NotPrimaryError, LeaseExpiredError):
+                        resp.TTL = await self._renew_retrying(lease_id)
                 else:
-                    resp.TTL = await self._renew_elsewhere(lease_id)
+                    resp.TTL = await self._renew_retrying(lease_id)
             except errors.LEASE_NOT_FOUND:
                 pass  # TTL 0: the client library reports the lease as gone
-            except (NotPrimaryError, LeaseExpiredError):
-                try:
-                    resp.TTL = await self._renew_slow(lease_id)
-                except errors.EtcdError as exc:
-                    await exc.abort(context)
             except errors.EtcdError as exc:
                 await exc.abort(context)
             yield resp
 
-    async def _renew_elsewhere(self, lease_id: int) -> int:
-        try:
-            return await self._forwarder.renew(lease_id)
-        except errors.LEASE_NOT_FOUND:
-            return 0
-
-    async def _renew_slow(self, lease_id: int) -> int:
-        """Renew when the fast path could not: a leader not yet promoted waits for it; an expired
-        lease waits for its revoke (then answers TTL 0, as etcd); leadership lost means forwarding."""
+    async def _renew_retrying(self, lease_id: int) -> int:
+        """Renew when the fast path could not, retrying until the request timeout as etcd's
+        LeaseRenew does: a leader not yet promoted waits for promotion; an expired lease waits for its
+        revoke (then answers TTL 0); a follower forwards to the leader, through elections, so a
+        keep-alive stream survives a leader change. Raises LEASE_NOT_FOUND or TIMEOUT."""
         node = self._node
-        lessor = self._lessor
         loop = asyncio.get_running_loop()
         deadline = loop.time() + node._request_timeout
-        while loop.time() < deadline:
-            if not node.is_leader():
-                return await self._renew_elsewhere(lease_id)
+        while True:
             try:
-                return lessor.renew(lease_id)
+                if node.is_leader():
+                    return self._lessor.renew(lease_id)
+                return await self._forwarder.renew(lease_id, deadline - loop.time())
             except errors.LEASE_NOT_FOUND:
-                return 0
-            except (NotPrimaryError, LeaseExpiredError):
+                raise
+            except (NotPrimaryError, LeaseExpiredError, errors.EtcdError, TimeoutError):
+                if loop.time() >= deadline:
+                    raise errors.TIMEOUT() from None
                 await asyncio.sleep(node.cfg.tick_seconds)
-        raise errors.TIMEOUT()
 
     async def LeaseTimeToLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         node = self._node
@@ -187,13 +181,13 @@ class LeaderForwarder:
             self._channels[target] = channel
         return channel
 
-    async def renew(self, lease_id: int) -> int:
+    async def renew(self, lease_id: int, timeout: float) -> int:
         target = self._leader_url()
         stream = self._streams.get(target)
         if stream is None or stream.closed:
             stream = _ForwardStream(rpc_pb2_grpc.LeaseStub(self._channel(target)))
             self._streams[target] = stream
-        return await asyncio.wait_for(stream.renew(lease_id), self._node._request_timeout)
+        return await asyncio.wait_for(stream.renew(lease_id), max(timeout, 0.001))
 
     async def time_to_live(self, request: Any) -> Any:
         stub = rpc_pb2_grpc.LeaseStub(self._channel(self._leader_url()))
