@@ -249,6 +249,7 @@ class SimConfig:
     max_size_per_msg: int = 64
     max_committed_size_per_ready: int = 0
     max_uncommitted_size: int = 0
+    election_tick: int = 10
     drop: float = 0.05
     duplicate: float = 0.03
     max_delay: int = 3
@@ -278,7 +279,8 @@ class SimConfig:
             duplicate=rng.choice((0.0, 0.05)),
             max_delay=rng.choice((0, 1, 3, 6)),
             reorder=rng.choice((0.0, 0.01, 0.1)),
-            crash=rng.choice((0.0, 0.005, 0.02)),
+            crash=rng.choice((0.0, 0.005, 0.02, 0.05)),
+            election_tick=rng.choice((3, 5, 10)),
             partition=rng.choice((0.0, 0.01, 0.05)),
             conf_change=rng.choice((0.0, 0.01, 0.03)),
             transfer=rng.choice((0.0, 0.01)),
@@ -337,7 +339,7 @@ class SimNode:
                 id=self.id,
                 storage=self.storage,
                 applied=self.sm_index,
-                election_tick=10,
+                election_tick=cfg.election_tick,
                 heartbeat_tick=1,
                 pre_vote=cfg.pre_vote,
                 check_quorum=cfg.check_quorum,
@@ -422,6 +424,15 @@ class Simulation:
         # 2. send
         for m in rd.messages:
             self.send(m)
+        if self.faults and self.cfg.crash and any(
+            m.type == MessageType.VOTE_RESP and not m.reject for m in rd.messages
+        ) and self.rng.random() < 0.2:
+            # Crashing right after granting a vote is where a forgotten vote would bite.
+            self.trace(f"n{node.id} crashes right after voting")
+            node.crash()
+            self.check_restart_state(node)
+            node.start()
+            return
         # 3. apply
         if rd.snapshot is not None:
             meta = rd.snapshot.metadata
