@@ -138,20 +138,29 @@ def read_messages(r: Raft) -> list[Message]:
 class Network:
     """Members keyed by id; a `None` member is a black hole."""
 
-    def __init__(self, peers: Sequence[Raft | _Blackhole | None], *, seed: int = 0, **config: Any) -> None:
+    def __init__(
+        self,
+        peers: Sequence[Raft | _Blackhole | None],
+        *,
+        seed: int = 0,
+        learners: Sequence[int] = (),
+        **config: Any,
+    ) -> None:
         """`None` makes a fresh member with `config`; a given Raft is renumbered and made a member
-        of a cluster of all the ids; `BLACKHOLE` swallows messages."""
+        of a cluster of all the ids (those in `learners` as learners); `BLACKHOLE` swallows
+        messages."""
         ids = list(range(1, len(peers) + 1))
+        voters = [i for i in ids if i not in learners]
         self.peers: dict[int, Raft | None] = {}
         for node_id, p in zip(ids, peers, strict=True):
             if p is None:
-                self.peers[node_id] = new_test_raft(node_id, ids, **config)
+                self.peers[node_id] = new_test_raft(node_id, voters, learners=learners, **config)
             elif isinstance(p, _Blackhole):
                 self.peers[node_id] = None
             else:
                 p.id = node_id
                 p.prs = ProgressTracker(p.prs.max_inflight)
-                p.restore_conf_state(ConfState(voters=tuple(ids)))
+                p.restore_conf_state(ConfState(voters=tuple(voters), learners=tuple(learners)))
                 p.reset(p.term)
                 self.peers[node_id] = p
         self.dropm: dict[tuple[int, int], float] = {}
@@ -160,8 +169,8 @@ class Network:
         self.rand = random.Random(seed)
 
     @classmethod
-    def of_size(cls, n: int, **config: Any) -> Network:
-        return cls([None] * n, **config)
+    def of_size(cls, n: int, learners: Sequence[int] = (), **config: Any) -> Network:
+        return cls([None] * n, learners=learners, **config)
 
     def raft(self, node_id: int) -> Raft:
         r = self.peers[node_id]

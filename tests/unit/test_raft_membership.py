@@ -92,12 +92,7 @@ def test_remove_node_and_learner():
 
 
 def test_promote_learner_to_voter():
-    nt = Network.of_size(2)
-    for r in (nt.raft(1), nt.raft(2)):
-        r.prs.voters.discard(2)
-        r.prs.learners.add(2)
-        r.prs.progress[2].is_learner = True
-    nt.raft(2).is_learner = True
+    nt = Network.of_size(2, learners=[2])
     n1, n2 = nt.raft(1), nt.raft(2)
     n1.randomized_election_timeout = n1.election_timeout
     for _ in range(n1.election_timeout):
@@ -115,12 +110,7 @@ def test_promote_learner_to_voter():
 
 
 def test_learner_receives_log_but_does_not_count_for_commit():
-    nt = Network.of_size(2)
-    for r in (nt.raft(1), nt.raft(2)):
-        r.prs.voters.discard(2)
-        r.prs.learners.add(2)
-        r.prs.progress[2].is_learner = True
-    nt.raft(2).is_learner = True
+    nt = Network.of_size(2, learners=[2])
     nt.campaign(1)
     nt.propose(1, b"somedata")
     n1, n2 = nt.raft(1), nt.raft(2)

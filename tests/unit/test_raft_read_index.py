@@ -112,15 +112,9 @@ def test_read_index_without_leader_is_dropped():
 
 
 def test_learner_forwards_read_index_to_leader():
-    a = new_test_raft(1, [1], learners=[2])
-    b = new_test_raft(2, [1], learners=[2])
-    nt = Network([a, b])
-    # Network made both voters; restore the learner configuration
-    for r in (a, b):
-        r.prs.voters.discard(2)
-        r.prs.learners.add(2)
-        r.prs.progress[2].is_learner = True
-    b.is_learner = True
+    nt = Network.of_size(2, learners=[2])
+    a, b = nt.raft(1), nt.raft(2)
+    assert b.is_learner
     nt.campaign(1)
     assert a.state == StateType.LEADER
     nt.propose(1)
