@@ -632,28 +632,24 @@ class Raft:
         return pr
 
     def _make_voter(self, node_id: int) -> None:
-        prs = self.prs
-        if node_id in prs.voters:
-            return
-        pr = prs.progress.get(node_id)
-        if pr is None:
-            prs.progress[node_id] = self._new_progress(False)
-        else:
-            pr.is_learner = False
-        prs.learners.discard(node_id)
-        prs.voters.add(node_id)
+        self._set_role(node_id, learner=False)
 
     def _make_learner(self, node_id: int) -> None:
+        self._set_role(node_id, learner=True)
+
+    def _set_role(self, node_id: int, learner: bool) -> None:
+        """Add `node_id` as a voter or learner, or move it between the two (keeping its progress)."""
         prs = self.prs
-        if node_id in prs.learners:
+        target, other = (prs.learners, prs.voters) if learner else (prs.voters, prs.learners)
+        if node_id in target:
             return
         pr = prs.progress.get(node_id)
         if pr is None:
-            prs.progress[node_id] = self._new_progress(True)
+            prs.progress[node_id] = self._new_progress(learner)
         else:
-            pr.is_learner = True
-        prs.voters.discard(node_id)
-        prs.learners.add(node_id)
+            pr.is_learner = learner
+        other.discard(node_id)
+        target.add(node_id)
 
     def _remove_node(self, node_id: int) -> None:
         prs = self.prs
