@@ -15,7 +15,7 @@ from cluster.testing.raftsim import InvariantViolation, SimConfig, Simulation
 
 SEEDS = int(os.environ.get("RAFTSIM_SEEDS", "240"))
 TICKS = int(os.environ.get("RAFTSIM_TICKS", "200"))
-BUDGET_S = float(os.environ.get("RAFTSIM_BUDGET_S", "60"))
+BUDGET_S = float(os.environ.get("RAFTSIM_BUDGET_S", "45"))
 
 
 def test_many_seeds_keep_raft_invariants():
