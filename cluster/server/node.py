@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import struct
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,7 @@ from cluster.lease.expiry import ExpiryLoop
 from cluster.lease.lessor import Lessor, min_lease_ttl
 from cluster.mvcc import KVStore
 from cluster.raft import RaftConfig, RawNode
-from cluster.raft.types import ConfChange, Entry, Message, ReadState, Snapshot, SoftState, StateType
+from cluster.raft.types import ConfChange, Entry, Message, Snapshot, SoftState, StateType
 from cluster.server import data_dir, ids
 from cluster.server.apply import BatchOutcome, EntryApplier
 from cluster.server.config import ServerConfig
@@ -37,6 +36,7 @@ from cluster.server.kv_apply import KVApplier
 from cluster.server.membership import Membership
 from cluster.server.peers import ClusterPeers, snapshot_db_path
 from cluster.server.raft_driver import RaftDriver
+from cluster.server.read_index import ReadIndexRounds
 from cluster.server.request_ids import RequestIdGenerator
 from cluster.server.wait import IndexWaiters, RequestWaiters
 from cluster.storage.backend import Backend
@@ -50,7 +50,6 @@ CLUSTER_VERSION = "3.4.0"
 SERVER_VERSION = "3.4.23"
 """The etcd version Quorum is wire-compatible with; reported where etcd reports its own version."""
 
-_READ_CTX = struct.Struct(">Q")
 SNAPSHOT_CATCH_UP_ENTRIES = 5000
 """Entries kept in the raft log behind a snapshot so slow followers can catch up without one."""
 
@@ -64,9 +63,6 @@ class QuorumNode:
         self.cluster_id = 0
         self._waiters = RequestWaiters()
         self._index_waiters = IndexWaiters()
-        self._read_seq = 0
-        self._open_read: ReadRound | None = None
-        self._reads_in_flight: dict[bytes, ReadRound] = {}
         self._driver_task: asyncio.Task[None] | None = None
         self._request_timeout = 5.0 + 2 * cfg.election_timeout / 1000.0
         self._published = asyncio.Event()
@@ -128,16 +124,23 @@ class QuorumNode:
             check_quorum=True,
             pre_vote=cfg.pre_vote,
         ))
+        self.reads = ReadIndexRounds(
+            self._index_waiters,
+            request_round=lambda: self.driver.read_index(),
+            ask_again=lambda ctx: self.driver.call_soon(functools.partial(_ask_read_index, ctx=ctx)),
+            timeout=self._request_timeout,
+            retry_after=max(0.3, 3 * cfg.tick_seconds),
+        )
         self.driver = RaftDriver(
             self.raw, self._storage, self._wal,
             heartbeat_s=cfg.tick_seconds,
             apply=self._apply_entries,
             apply_snapshot=self._install_snapshot,
             send=self._send_to_peers,
-            on_read_states=self._on_read_states,
+            on_read_states=self.reads.on_read_states,
             on_soft_state=self._on_soft_state,
             still_wanted=self._waiters.__contains__,
-            read_request=self._take_read_request,
+            read_request=self.reads.take,
         )
         self.peers = ClusterPeers(
             self.member_id, self.cluster_id,
@@ -386,46 +389,16 @@ class QuorumNode:
         if not applied.cancelled() and applied.exception() is None and self.is_leader():
             self.lessor.promote(self.cfg.election_timeout / 1000.0)
 
-    def _take_read_request(self) -> bytes | None:
-        """Close the open ReadIndex round: later readers start a new one."""
-        rnd = self._open_read
-        if rnd is None:
-            return None
-        self._reads_in_flight[rnd.ctx] = rnd
-        self._open_read = None
-        rnd.asked_at = asyncio.get_running_loop().time()
-        return rnd.ctx
-
-    def _on_read_states(self, states: list[ReadState]) -> None:
-        for rs in states:
-            rnd = self._reads_in_flight.pop(rs.request_ctx, None)
-            if rnd is None:
-                continue
-            self._index_waiters.wait(rs.index).add_done_callback(rnd.on_applied)
-
     async def _expire_requests(self) -> None:
-        """Fail proposals and read rounds that outlived the request timeout (etcd's ErrTimeout), and
-        ask again for ReadIndex answers that are overdue.
-
-        One sweep per interval replaces a timer per request, which cost more than the request itself.
-        A ReadIndex request can be lost (a peer stream reconnecting, a leader that has not committed
-        in its term yet drops it, as etcd 3.4's does); asking again with the same context is safe,
-        since only the first answer is used.
-        """
-        interval = 0.1
-        retry_after = max(0.3, 3 * self.cfg.tick_seconds)
+        """Fail proposals and read rounds that outlived the request timeout (etcd's ErrTimeout) and
+        re-ask overdue ReadIndex rounds. One sweep per interval replaces a timer per request, which
+        cost more than the request itself."""
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(0.1)
             now = loop.time()
             self._waiters.expire(now, errors.TIMEOUT)
-            for ctx, rnd in list(self._reads_in_flight.items()):
-                if rnd.deadline <= now:
-                    del self._reads_in_flight[ctx]
-                    rnd.resolve(errors.TIMEOUT())
-                elif now - rnd.asked_at >= retry_after:
-                    rnd.asked_at = now
-                    self.driver.call_soon(functools.partial(_ask_read_index, ctx=ctx))
+            self.reads.sweep(now)
 
     # ---- request pipeline ---------------------------------------------------------------------------
     async def propose(self, req: Any) -> Any:
@@ -448,16 +421,7 @@ class QuorumNode:
 
     async def read_barrier(self) -> None:
         """Wait until a read started now may be served locally and be linearizable."""
-        rnd = self._open_read
-        loop = asyncio.get_running_loop()
-        if rnd is None:
-            self._read_seq += 1
-            rnd = ReadRound(_READ_CTX.pack(self._read_seq), loop.time() + self._request_timeout)
-            self._open_read = rnd
-            self.driver.read_index()  # wakes the driver; it takes the ctx via _take_read_request
-        fut: asyncio.Future[None] = loop.create_future()
-        rnd.readers.append(fut)
-        await fut
+        await self.reads.wait()
 
     def header(self, revision: int | None = None) -> rpc_pb2.ResponseHeader:
         return rpc_pb2.ResponseHeader(
@@ -498,29 +462,3 @@ class QuorumNode:
 
 def _ask_read_index(raw: RawNode, ctx: bytes) -> None:
     raw.read_index(ctx)
-
-
-class ReadRound:
-    """The readers sharing one ReadIndex request. Each reader awaits its own future, so a cancelled
-    reader cannot cancel the others."""
-
-    __slots__ = ("asked_at", "ctx", "deadline", "readers")
-
-    def __init__(self, ctx: bytes, deadline: float) -> None:
-        self.ctx = ctx
-        self.deadline = deadline
-        self.asked_at = 0.0
-        self.readers: list[asyncio.Future[None]] = []
-
-    def on_applied(self, fut: asyncio.Future[None]) -> None:
-        self.resolve(fut.exception())
-
-    def resolve(self, exc: BaseException | None) -> None:
-        readers, self.readers = self.readers, []
-        for fut in readers:
-            if fut.done():
-                continue
-            if exc is None:
-                fut.set_result(None)
-            else:
-                fut.set_exception(exc)
