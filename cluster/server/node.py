@@ -329,6 +329,8 @@ class QuorumNode:
         self.store.reload()
         self.membership.reload()
         self.applier.reload()
+        with self.backend.read() as txn:
+            self.lessor.recover(txn, self.backend.bucket(b"lease"))
         self.watch_hub.restore()
         self._snap_index = index
         self._index_waiters.advance(self.applier.applied_index)
