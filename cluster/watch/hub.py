@@ -51,6 +51,9 @@ SYNC_MAX_WATCHERS: Final = 512
 """Unsynced watchers served by one catch-up step (etcd's maxWatchersPerSync)."""
 SYNC_MAX_ROWS: Final = 1000
 """History rows read by one catch-up step; a revision is never split across steps."""
+SYNC_MAX_BYTES: Final = 1024 * 1024
+"""Stored bytes read by one catch-up step, so replay responses stay well below clients' default 4 MiB
+receive limit (etcd bounds them by 1000 revisions only)."""
 MIN_PROGRESS_INTERVAL: Final = 0.1
 GRPC_OVERHEAD_BYTES: Final = 512 * 1024
 MERGE_LIMIT_BYTES: Final = 1024 * 1024
@@ -216,14 +219,15 @@ class WatchStream:
         if not self._wakeup.is_set():
             self._wakeup.set()
 
-    def push_events(self, w: Watcher, revision: int, frames: list[bytes]) -> None:
+    def push_events(self, w: Watcher, revision: int, frames: list[bytes], fresh: bool = False) -> None:
         """Queue events for `w` up to `revision`. While the writer is busy, events of later batches
         join the watcher's response still waiting in the queue (as a catch-up response carries many
-        revisions), so a backlog costs fewer, larger writes instead of growing message by message."""
+        revisions), so a backlog costs fewer, larger writes instead of growing message by message.
+        `fresh` starts a new response."""
         size = sum(map(len, frames))
         self._out_bytes += size
         pending = self._open.get(w)
-        if pending is not None and pending.size < MERGE_LIMIT_BYTES:
+        if pending is not None and not fresh and pending.size < MERGE_LIMIT_BYTES:
             pending.revision = revision
             pending.frames.extend(frames)
             pending.size += size
@@ -398,9 +402,23 @@ class WatchHub:
 
     @staticmethod
     def _send_events(w: Watcher, revision: int, evs: list[EncodedEvent]) -> None:
+        """Queue `evs` (revision-ordered, up to `revision`) for `w`, in responses of whole revisions
+        of about MERGE_LIMIT_BYTES at most when there is much to send."""
         w.progress_due = False
         frames = [e.frame_with_prev() for e in evs] if w.prev_kv else [e.frame for e in evs]
-        w.stream.push_events(w, revision, frames)
+        stream = w.stream
+        if len(frames) == 1 or sum(map(len, frames)) <= MERGE_LIMIT_BYTES:
+            stream.push_events(w, revision, frames)
+            return
+        chunk: list[bytes] = []
+        size = 0
+        for i, frame in enumerate(frames):
+            if chunk and size + len(frame) > MERGE_LIMIT_BYTES and evs[i].revision != evs[i - 1].revision:
+                stream.push_events(w, evs[i - 1].revision, chunk, fresh=True)
+                chunk, size = [], 0
+            chunk.append(frame)
+            size += len(frame)
+        stream.push_events(w, revision, chunk, fresh=True)
 
     def encode(self, items: list[bytes | _PendingEvents]) -> list[bytes]:
         """Encode queued responses; headers are built once per revision."""
@@ -514,13 +532,21 @@ def _route(watchers: Iterable[Watcher], ev: EncodedEvent, routed: dict[Watcher, 
 
 
 def _read_history(rtx: ReadTxn, min_rev: int, upto: int) -> tuple[list[tuple[int, bool, bytes]], int]:
-    """Rows in [min_rev, upto], at most about SYNC_MAX_ROWS, ending on a whole revision; and the
-    revision the rows are complete up to."""
+    """Rows in [min_rev, upto] (at most SYNC_MAX_ROWS of them and about SYNC_MAX_BYTES, but always at
+    least one whole revision), ending on a whole revision; and the revision they are complete up to."""
     rows = rtx.history(min_rev, upto, SYNC_MAX_ROWS)
-    if len(rows) < SYNC_MAX_ROWS:
+    end = len(rows)
+    truncated = end == SYNC_MAX_ROWS
+    size = 0
+    for i, row in enumerate(rows):
+        size += len(row[2])
+        if size > SYNC_MAX_BYTES:
+            end, truncated = i + 1, True
+            break
+    if not truncated:
         return rows, upto
-    last = rows[-1][0]
-    cut = len(rows)
+    last = rows[end - 1][0]  # its revision may continue beyond what was kept: leave it for later
+    cut = end
     while cut and rows[cut - 1][0] == last:
         cut -= 1
     if cut:

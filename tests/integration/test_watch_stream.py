@@ -192,3 +192,37 @@ def test_fragment_splits_a_big_catch_up_response(node_factory: Any, kind: str) -
             assert [e.kv.mod_revision for p in parts for e in p.events] == list(range(last - 199, last + 1))
         finally:
             w.close()
+
+
+def test_a_stalled_stream_does_not_slow_writes_and_catches_up_in_order(
+    node: NodeProcess, channel: grpc.Channel
+) -> None:
+    """etcd answers the stalled stream's catch-up with responses over gRPC's default 4 MiB receive limit,
+    hence the bigger limit on that channel; Quorum keeps them near 1 MiB."""
+    live = WatchClient(channel)
+    start = live.create(key=b"s", range_end=b"t").header.revision + 1
+    first = rpc_pb2.WatchRequest(create_request=Create(key=b"s", range_end=b"t", start_revision=start))
+    big = grpc.insecure_channel(node.endpoint, options=[("grpc.max_receive_message_length", 64 << 20)])
+    stalled = rpc_pb2_grpc.WatchStub(big).Watch(iter([first]), timeout=120)  # not read until the end
+    try:
+        kv = rpc_pb2_grpc.KVStub(channel)
+        value = b"x" * 8192
+        began = time.monotonic()
+        for _ in range(15):
+            futures = [kv.Put.future(rpc_pb2.PutRequest(key=b"s%d" % i, value=value)) for i in range(100)]
+            for f in futures:
+                f.result(timeout=30)
+        took = time.monotonic() - began
+        revs = [e.kv.mod_revision for r in live.events(1500, timeout=60) for e in r.events]
+        assert revs == list(range(start, start + 1500))
+        assert took < 60
+        got: list[int] = []
+        for resp in stalled:
+            got += [e.kv.mod_revision for e in resp.events]
+            if len(got) >= 1500:
+                break
+        assert got == list(range(start, start + 1500))
+    finally:
+        stalled.cancel()
+        big.close()
+        live.close()

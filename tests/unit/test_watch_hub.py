@@ -328,3 +328,28 @@ def test_closing_a_stream_removes_its_watchers(h: Harness) -> None:
     h.hub.close_stream(s)
     assert h.hub.watcher_count == 0
     h.put(b"k")
+
+
+def test_big_backlogs_go_out_in_responses_of_whole_revisions_of_about_one_mib(h: Harness) -> None:
+    async def body() -> None:
+        value = b"v" * 100_000
+        for i in range(30):
+            h.put(b"big", value + b"%d" % i)
+        s = h.stream()
+        s.create(Create(key=b"big", start_revision=1))
+        live = s.create(Create(key=b"big"))
+        await settle()
+        got = responses(s)
+        h.apply(*[lambda w, i=i: w.put(b"big", value + b"%d" % i) for i in range(30)])
+        await settle()
+        got = [r for r in got + responses(s) if r.events]
+        replay = [r for r in got if r.watch_id != live]
+        live_resps = [r for r in got if r.watch_id == live]
+        for part in (replay, live_resps):
+            assert len(part) > 2
+            assert all(r.ByteSize() < 2_300_000 for r in part)
+        assert [e.kv.mod_revision for r in replay for e in r.events] == list(range(2, 62))
+        assert [e.kv.mod_revision for r in live_resps for e in r.events] == list(range(32, 62))
+        assert [r.header.revision for r in live_resps] == [r.events[-1].kv.mod_revision for r in live_resps]
+
+    run(body())
