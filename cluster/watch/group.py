@@ -1,17 +1,16 @@
 """WatcherGroup: find the watchers of a key without touching watchers of other keys.
 
 Single-key watchers sit in a dict by key. Range watchers are grouped by their exact interval
-``[key, end)`` (``end == b""`` means "to the end of the key space", etcd's ``\\0`` range end); the
-distinct intervals are kept sorted by start, so a lookup bisects to the intervals starting at or before
-the key and keeps those whose end lies beyond it. The sorted view is rebuilt lazily after the set of
-distinct intervals changed, so adding a watcher to an existing interval costs a dict insert.
+``[key, end)`` (``end == b""`` means "to the end of the key space", etcd's ``\\0`` range end), and the
+distinct intervals go into a centred interval tree, so finding the intervals that contain a key costs
+O(log n + hits) and never looks at an interval that does not. The tree is rebuilt lazily (O(n log n))
+after the set of distinct intervals changed; adding a watcher to an existing interval is a dict insert.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Iterable, Iterator
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 __all__ = ["WatcherGroup"]
 
@@ -27,13 +26,13 @@ W = TypeVar("W", bound=_Watching)
 class WatcherGroup(Generic[W]):
     """A set of watchers indexed by what they watch. Iteration order is insertion order per key."""
 
-    __slots__ = ("_keys", "_ranges", "_size", "_sorted", "_starts")
+    __slots__ = ("_keys", "_ranges", "_size", "_stale", "_tree")
 
     def __init__(self, watchers: Iterable[W] = ()) -> None:
         self._keys: dict[bytes, dict[W, None]] = {}
         self._ranges: dict[tuple[bytes, bytes], dict[W, None]] = {}
-        self._starts: list[bytes] = []
-        self._sorted: list[tuple[bytes, bytes, dict[W, None]]] | None = []
+        self._tree: _Node | None = None
+        self._stale = False
         self._size = 0
         for w in watchers:
             self.add(w)
@@ -54,7 +53,7 @@ class WatcherGroup(Generic[W]):
             bucket = self._ranges.get(ivl)
             if bucket is None:
                 bucket = self._ranges[ivl] = {}
-                self._sorted = None
+                self._stale = True
         if w in bucket:
             raise ValueError("watcher added twice")
         bucket[w] = None
@@ -75,7 +74,7 @@ class WatcherGroup(Generic[W]):
         if not bucket:
             del table[slot]
             if w.end is not None:
-                self._sorted = None
+                self._stale = True
         self._size -= 1
         return True
 
@@ -100,14 +99,27 @@ class WatcherGroup(Generic[W]):
 
     def range_watchers(self, key: bytes) -> list[dict[W, None]]:
         """The watcher sets of every interval that contains ``key``."""
-        view = self._sorted
-        if view is None:
-            view = self._rebuild()
-        found = []
-        for i in range(bisect_right(self._starts, key)):
-            _, end, bucket = view[i]
-            if not end or key < end:
-                found.append(bucket)
+        if self._stale:
+            self._tree = _build([(k, e, b) for (k, e), b in self._ranges.items()])
+            self._stale = False
+        found: list[dict[W, None]] = []
+        node = self._tree
+        while node is not None:
+            if key < node.center:
+                for start, _, bucket in node.by_start:
+                    if start > key:
+                        break
+                    found.append(bucket)
+                node = node.left
+            elif key > node.center:
+                for _, end, bucket in node.by_end:
+                    if end and end <= key:
+                        break
+                    found.append(bucket)
+                node = node.right
+            else:
+                found.extend(bucket for _, _, bucket in node.by_start)
+                break
         return found
 
     def watchers_of(self, key: bytes) -> list[W]:
@@ -118,8 +130,37 @@ class WatcherGroup(Generic[W]):
                 out.extend(bucket)
         return out
 
-    def _rebuild(self) -> list[tuple[bytes, bytes, dict[W, None]]]:
-        view = sorted(((k, e, b) for (k, e), b in self._ranges.items()), key=lambda t: t[0])
-        self._starts = [t[0] for t in view]
-        self._sorted = view
-        return view
+
+
+_Interval = tuple[bytes, bytes, Any]
+
+
+class _Node:
+    """A centred interval tree node: the intervals containing `center`, sorted by start (ascending)
+    and by end (descending, unbounded first); intervals wholly below go left, wholly above go right."""
+
+    __slots__ = ("by_end", "by_start", "center", "left", "right")
+
+    def __init__(self, center: bytes, here: list[_Interval], left: _Node | None, right: _Node | None) -> None:
+        self.center = center
+        self.by_start = sorted(here, key=lambda t: t[0])
+        self.by_end = sorted(here, key=lambda t: (not t[1], t[1]), reverse=True)
+        self.left = left
+        self.right = right
+
+
+def _build(intervals: list[_Interval]) -> _Node | None:
+    if not intervals:
+        return None
+    starts = sorted(t[0] for t in intervals)
+    center = starts[len(starts) // 2]  # an interval starting here contains it: `here` is never empty
+    here, below, above = [], [], []
+    for t in intervals:
+        start, end = t[0], t[1]
+        if start > center:
+            above.append(t)
+        elif end and end <= center:
+            below.append(t)
+        else:
+            here.append(t)
+    return _Node(center, here, _build(below), _build(above))
