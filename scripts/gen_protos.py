@@ -40,9 +40,8 @@ def _rewrite_imports(text: str, packages: set[str]) -> str:
 
 def generate(out_dir: Path) -> None:
     """Run protoc over every proto file into out_dir and fix imports."""
-    from grpc_tools import protoc  # imported late: only needed for regeneration
-
     import grpc_tools
+    from grpc_tools import protoc  # imported late: only needed for regeneration
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     files = [str(p.relative_to(PROTO_ROOT)) for p in _proto_files()]
@@ -86,7 +85,8 @@ def main() -> int:
             current = _snapshot(GEN_ROOT) if GEN_ROOT.exists() else {}
             wanted = _snapshot(fresh)
             if current != wanted:
-                stale = sorted(set(current) ^ set(wanted) | {k for k in wanted if current.get(k) != wanted[k]})
+                changed = {k for k in wanted if current.get(k) != wanted[k]}
+                stale = sorted(set(current) ^ set(wanted) | changed)
                 print("generated modules are stale; run scripts/gen_protos.py:", ", ".join(stale))
                 return 1
             return 0
