@@ -2,9 +2,16 @@
 
 from cluster.client.client import CallFailure, Client, TLSConfig
 from cluster.client.endpoints import Endpoint
-from cluster.client.errors import ClientError, DeadlineExceeded, NoEndpoints, go_status_text
+from cluster.client.errors import (
+    AuthenticationError,
+    ClientError,
+    DeadlineExceeded,
+    NoEndpoints,
+    go_status_text,
+)
 
 __all__ = [
+    "AuthenticationError",
     "CallFailure",
     "Client",
     "ClientError",

@@ -21,7 +21,7 @@ import grpc.aio
 from cluster.api import errors as etcd_errors
 from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from cluster.client.endpoints import Endpoint
-from cluster.client.errors import ClientError, DeadlineExceeded, NoEndpoints
+from cluster.client.errors import AuthenticationError, ClientError, DeadlineExceeded, NoEndpoints
 
 MAX_ATTEMPTS = 100
 RETRY_BACKOFF = 0.025
@@ -265,7 +265,7 @@ class Client:
         conn = await self._ready_connection(None, remaining)
         if conn is None:
             raise DeadlineExceeded()
-        metadata = await self._metadata(conn, self.dial_timeout, False)
+        metadata = await self._metadata(conn, self.dial_timeout)
         call = conn.stub("Lease").LeaseKeepAlive(timeout=timeout, metadata=metadata)
         try:
             while True:
@@ -287,6 +287,15 @@ class Client:
         finally:
             call.cancel()
 
+    # ---- Auth ----
+    _AUTH_READS = frozenset({"UserGet", "UserList", "RoleGet", "RoleList"})
+
+    async def auth(self, method: str, request: Any, *, timeout: float | None = None) -> Any:
+        """Call Auth.<method> (``UserAdd``, ``RoleGrantPermission``, ``AuthEnable``, ...)."""
+        return await self._call(
+            "Auth", method, request, timeout=timeout, repeatable=method in self._AUTH_READS
+        )
+
     # ---- Watch ----
     async def watch(
         self, request: rpc_pb2.WatchCreateRequest, *, require_leader: bool = True
@@ -300,7 +309,7 @@ class Client:
         while conn is None:
             await asyncio.sleep(RETRY_BACKOFF)
             conn = await self._ready_connection(None, None)
-        metadata = list(await self._metadata(conn, self.dial_timeout, False) or [])
+        metadata = list(await self._metadata(conn, self.dial_timeout) or [])
         if require_leader:
             metadata.append(("hasleader", "true"))
         call = conn.stub("Watch").Watch(metadata=metadata)
@@ -384,10 +393,11 @@ class Client:
         if self._on_call_failed is not None:
             self._on_call_failed(CallFailure(endpoint.raw, method, attempt, code, details, pinned))
 
-    async def _metadata(
-        self, conn: _Connection, timeout: float, pinned: bool
-    ) -> list[tuple[str, str]] | None:
-        """The auth token metadata, authenticating first when a user is configured."""
+    async def _metadata(self, conn: _Connection, timeout: float) -> list[tuple[str, str]] | None:
+        """The auth token metadata, authenticating first when a user is configured.
+
+        Failures are reported against the client's own target, not a pinned endpoint: clientv3
+        authenticates once, when the client connects."""
         if self._username is None:
             return None
         if self._token is None:
@@ -395,12 +405,12 @@ class Client:
             try:
                 response = await conn.stub("Auth").Authenticate(request, timeout=timeout)
             except grpc.aio.AioRpcError as err:
-                self._report(conn.endpoint, "Authenticate", 0, err.code(), err.details() or "", pinned)
+                self._report(conn.endpoint, "Authenticate", 0, err.code(), err.details() or "", pinned=False)
                 etcd = etcd_errors.from_rpc_error(err)
                 if etcd is not None and isinstance(etcd, etcd_errors.AUTH_NOT_ENABLED):
                     self._username = None
                     return None
-                raise _translate(err, etcd) from None
+                raise AuthenticationError(_translate(err, etcd)) from None
             self._token = response.token
         return [("token", self._token)]
 
@@ -433,7 +443,7 @@ class Client:
             try:
                 remaining = None if deadline is None else max(0.0, deadline - loop.time())
                 metadata = await self._metadata(
-                    conn, remaining if remaining is not None else self.dial_timeout, endpoint is not None
+                    conn, remaining if remaining is not None else self.dial_timeout
                 )
                 return await getattr(conn.stub(service), method)(
                     request, timeout=remaining, metadata=metadata

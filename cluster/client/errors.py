@@ -53,3 +53,18 @@ class NoEndpoints(ClientError):
 
     def __str__(self) -> str:
         return "etcdclient: no available endpoints"
+
+
+class AuthenticationError(Exception):
+    """Authenticating with the configured user failed; ``error`` is the server's answer.
+
+    Kept apart from request failures because clientv3 fails at connection time for it (etcdctl
+    then exits with its bad-connection status).
+    """
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+    def __str__(self) -> str:
+        return str(self.error)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cluster.api.gen.etcdserverpb import rpc_pb2
+from cluster.client import AuthenticationError
 from cluster.ctl.cobra import Command
 from cluster.ctl.exits import EXIT_BAD_ARGS, EXIT_BAD_CONNECTION, EXIT_ERROR, CtlExit
 from cluster.ctl.flags import FlagSpec, parse_go_int
@@ -41,6 +42,8 @@ async def run_grant(s: Session) -> None:
             response = await client.lease_grant(
                 rpc_pb2.LeaseGrantRequest(TTL=ttl), timeout=s.seconds("command-timeout")
             )
+        except AuthenticationError:
+            raise
         except Exception as err:
             raise CtlExit(EXIT_ERROR, f"failed to grant lease ({err})") from None
     assert s.printer is not None
@@ -56,6 +59,8 @@ async def run_revoke(s: Session) -> None:
             response = await client.lease_revoke(
                 rpc_pb2.LeaseRevokeRequest(ID=lease_id), timeout=s.seconds("command-timeout")
             )
+        except AuthenticationError:
+            raise
         except Exception as err:
             raise CtlExit(EXIT_ERROR, f"failed to revoke lease ({err})") from None
     assert s.printer is not None
@@ -70,6 +75,8 @@ async def run_time_to_live(s: Session) -> None:
     async with s.client() as client:
         try:
             response = await client.lease_time_to_live(request)
+        except AuthenticationError:
+            raise
         except Exception as err:
             raise CtlExit(EXIT_BAD_CONNECTION, str(err)) from None
     assert s.printer is not None
@@ -80,6 +87,8 @@ async def run_list(s: Session) -> None:
     async with s.client() as client:
         try:
             response = await client.lease_leases()
+        except AuthenticationError:
+            raise
         except Exception as err:
             raise CtlExit(EXIT_BAD_CONNECTION, str(err)) from None
     assert s.printer is not None
@@ -95,6 +104,8 @@ async def run_keep_alive(s: Session) -> None:
         if s.inv.flags.get("once"):
             try:
                 response = await client.lease_keep_alive_once(lease_id)
+            except AuthenticationError:
+                raise
             except Exception as err:
                 raise CtlExit(EXIT_BAD_CONNECTION, str(err)) from None
             print_keep_alive(s.printer, response)
@@ -105,6 +116,8 @@ async def run_keep_alive(s: Session) -> None:
                     break
                 print_keep_alive(s.printer, response)
                 s.stdout.flush()
+        except AuthenticationError:
+            raise
         except Exception as err:
             raise CtlExit(EXIT_BAD_CONNECTION, str(err)) from None
     if isinstance(s.printer, SimplePrinter):

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from typing import BinaryIO
 
 from cluster.api.errors import EtcdError
-from cluster.client import ClientError
+from cluster.client import AuthenticationError, ClientError
 from cluster.ctl.cobra import Command, CommandLineError, Invocation, prepare, usage
-from cluster.ctl.exits import EXIT_ERROR, CtlExit, GoPanic
+from cluster.ctl.exits import EXIT_BAD_CONNECTION, EXIT_ERROR, CtlExit, GoPanic
 from cluster.ctl.session import Session, default_streams
 from cluster.ctl.tree import build_tree
 
@@ -72,6 +72,10 @@ def run(
         if exit_.message is not None:
             stderr.write(f"Error: {exit_.message}\n".encode())
         return exit_.code
+    except AuthenticationError as err:
+        stdout.flush()
+        stderr.write(f"Error: {err}\n".encode())
+        return EXIT_BAD_CONNECTION
     except (EtcdError, ClientError) as err:
         stdout.flush()
         stderr.write(f"Error: {err}\n".encode())

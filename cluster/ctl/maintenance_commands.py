@@ -7,6 +7,7 @@ import time
 
 from cluster.api import errors as etcd_errors
 from cluster.api.gen.etcdserverpb import rpc_pb2
+from cluster.client import AuthenticationError
 from cluster.ctl.cobra import API_VERSION, ETCD_VERSION, Command
 from cluster.ctl.durations import format_duration
 from cluster.ctl.exits import EXIT_BAD_ARGS, EXIT_ERROR, CtlExit
@@ -32,6 +33,8 @@ async def _endpoints_from_cluster(s: Session) -> list[str]:
     async with s.new_client(s.endpoints(), s.tls(), None, None) as client:
         try:
             members = await client.member_list(timeout=s.seconds("command-timeout"))
+        except AuthenticationError:
+            raise
         except Exception as err:
             raise CtlExit(
                 EXIT_ERROR, f"failed to fetch endpoints from etcd cluster member list: {err}"
@@ -78,6 +81,8 @@ async def run_endpoint_status(s: Session) -> None:
         for endpoint in await _endpoints_from_cluster(s):
             try:
                 response = await client.status(endpoint=endpoint, timeout=s.seconds("command-timeout"))
+            except AuthenticationError:
+                raise
             except Exception as err:
                 failed = True
                 s.err(f"Failed to get the status of endpoint {endpoint} ({err})\n")
@@ -99,6 +104,8 @@ async def run_endpoint_hashkv(s: Session) -> None:
                 response = await client.hash_kv(
                     revision, endpoint=endpoint, timeout=s.seconds("command-timeout")
                 )
+            except AuthenticationError:
+                raise
             except Exception as err:
                 last_error = err
                 s.err(f"Failed to get the hash of endpoint {endpoint} ({err})\n")

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from cluster.ctl.auth_commands import auth_commands
 from cluster.ctl.cobra import Command, Invocation
 from cluster.ctl.exits import EXIT_ERROR, CtlExit
 from cluster.ctl.kv_commands import kv_commands
@@ -28,8 +29,6 @@ MEMBER_LIST_LONG = (
 
 # Commands etcdctl has that quorumctl does not run yet: (path, short description).
 NOT_IMPLEMENTED: tuple[tuple[str, str], ...] = (
-    ("auth disable", "Disables authentication"),
-    ("auth enable", "Enables authentication"),
     (
         "check datascale",
         "Check the memory usage of holding data for different workloads on a given server endpoint.",
@@ -49,22 +48,9 @@ NOT_IMPLEMENTED: tuple[tuple[str, str], ...] = (
     ("member update", "Updates a member in the cluster"),
     ("migrate", "Migrates keys in a v2 store to a mvcc store"),
     ("move-leader", "Transfers leadership to another etcd cluster member."),
-    ("role add", "Adds a new role"),
-    ("role delete", "Deletes a role"),
-    ("role get", "Gets detailed information of a role"),
-    ("role grant-permission", "Grants a key to a role"),
-    ("role list", "Lists all roles"),
-    ("role revoke-permission", "Revokes a key from a role"),
     ("snapshot restore", "Restores an etcd member snapshot to an etcd directory"),
     ("snapshot save", "Stores an etcd node backend snapshot to a given file"),
     ("snapshot status", "Gets backend snapshot status of a given file"),
-    ("user add", "Adds a new user"),
-    ("user delete", "Deletes a user"),
-    ("user get", "Gets detailed information of a user"),
-    ("user grant-role", "Grants a role to a user"),
-    ("user list", "Lists all users"),
-    ("user passwd", "Changes password of user"),
-    ("user revoke-role", "Revokes a role from a user"),
 )
 GROUPS = {
     "auth": "Enable or disable authentication",
@@ -99,6 +85,8 @@ def build_tree(make_session: SessionFactory) -> Command:
     groups = {name: Command(name, f"{name} <subcommand>", short) for name, short in GROUPS.items()}
     groups["member"].add(member_list_command(runner))
     groups["lease"].add(*lease_commands(runner))
+    for group, commands in auth_commands(runner).items():
+        groups[group].add(*commands)
     groups["member"].children[-1].long = MEMBER_LIST_LONG
     for path, short in NOT_IMPLEMENTED:
         parent_name, _, name = path.rpartition(" ")
