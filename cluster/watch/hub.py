@@ -124,6 +124,7 @@ class WatchStream:
         self._open: dict[Watcher, _PendingEvents] = {}
         self._out_bytes = 0
         self._wakeup = asyncio.Event()
+        self._signalled = False
         self.closed = False
         self.unsynced = 0
         self.progress_wanted = False
@@ -216,15 +217,19 @@ class WatchStream:
         self._out.append(msg)
         self._out_bytes += len(msg)
         self._open.clear()
-        if not self._wakeup.is_set():
+        if not self._signalled:
+            self._signalled = True
             self._wakeup.set()
 
-    def push_events(self, w: Watcher, revision: int, frames: list[bytes], fresh: bool = False) -> None:
+    def push_events(
+        self, w: Watcher, revision: int, frames: list[bytes], size: int = -1, fresh: bool = False
+    ) -> None:
         """Queue events for `w` up to `revision`. While the writer is busy, events of later batches
         join the watcher's response still waiting in the queue (as a catch-up response carries many
         revisions), so a backlog costs fewer, larger writes instead of growing message by message.
         `fresh` starts a new response."""
-        size = sum(map(len, frames))
+        if size < 0:
+            size = sum(map(len, frames))
         self._out_bytes += size
         pending = self._open.get(w)
         if pending is not None and not fresh and pending.size < MERGE_LIMIT_BYTES:
@@ -234,7 +239,8 @@ class WatchStream:
             return
         pending = self._open[w] = _PendingEvents(w, revision, frames, size)
         self._out.append(pending)
-        if not self._wakeup.is_set():
+        if not self._signalled:
+            self._signalled = True
             self._wakeup.set()
 
     @property
@@ -251,6 +257,7 @@ class WatchStream:
         while not self._out:
             if self.closed:
                 return []
+            self._signalled = False
             self._wakeup.clear()
             await self._wakeup.wait()
         return self.take_nowait()
@@ -369,9 +376,8 @@ class WatchHub:
             self.revision = last
             return
         compact = self._store.compact_revision
-        routed: dict[Watcher, list[EncodedEvent]] = {}
+        hits: dict[int, tuple[dict[Watcher, None], list[EncodedEvent]]] = {}
         ranges = synced.has_ranges
-        route = _route
         for rev, changes in revisions:
             for ch in changes:
                 kv = ch.kv
@@ -383,22 +389,57 @@ class WatchHub:
                 # etcd reads prev_kv at rev - 1, which fails (no prev_kv) once that is compacted
                 prev = ch.prev_kv if rev > compact else None
                 ev = EncodedEvent(rev, key, ch.type == _PUT, kv, prev)
-                if keyed:
-                    route(keyed, ev, routed)
-                for bucket in ranged:
-                    route(bucket, ev, routed)
+                for bucket in (keyed, *ranged) if keyed else ranged:
+                    hit = hits.get(id(bucket))
+                    if hit is None:
+                        hits[id(bucket)] = (bucket, [ev])
+                    else:
+                        hit[1].append(ev)
         self.revision = last
-        if routed:
-            self._deliver_live(routed)
+        if hits:
+            self._deliver_live(hits.values())
 
-    def _deliver_live(self, routed: dict[Watcher, list[EncodedEvent]]) -> None:
-        for w, evs in routed.items():
-            if not w.stream.has_room:
-                self._synced.remove(w)
-                w.min_rev = evs[0].revision
-                self._make_unsynced(w)
-                continue
-            self._send_events(w, evs[-1].revision, evs)
+    def _deliver_live(self, hits: Iterable[tuple[dict[Watcher, None], list[EncodedEvent]]]) -> None:
+        """Each bucket (watchers of one key or one interval) shares its events: the common case (no
+        filter, no later start, no fragment) appends one shared byte string per watcher."""
+        room: dict[WatchStream, bool] = {}
+        behind: list[tuple[Watcher, int]] = []
+        for bucket, evs in hits:
+            first = evs[0].revision
+            last = evs[-1].revision
+            plain = with_prev = b""
+            size = sum(len(e.frame) for e in evs)
+            simple = size <= MERGE_LIMIT_BYTES
+            for w in bucket:
+                stream = w.stream
+                ok = room.get(stream)
+                if ok is None:
+                    ok = room[stream] = stream.has_room
+                if simple and w.min_rev <= first and not (w.no_put or w.no_delete or w.fragment):
+                    if not ok:
+                        behind.append((w, first))
+                        continue
+                    w.progress_due = False
+                    if w.prev_kv:
+                        if not with_prev:
+                            with_prev = b"".join([e.frame_with_prev() for e in evs])
+                        stream.push_events(w, last, [with_prev], len(with_prev))
+                    else:
+                        if not plain:
+                            plain = b"".join([e.frame for e in evs])
+                        stream.push_events(w, last, [plain], size)
+                    continue
+                mine = [e for e in evs if e.revision >= w.min_rev and not _filtered(w, e)]
+                if not mine:
+                    continue
+                if not ok:
+                    behind.append((w, mine[0].revision))
+                    continue
+                self._send_events(w, mine[-1].revision, mine)
+        for w, missed in behind:
+            self._synced.remove(w)
+            w.min_rev = missed
+            self._make_unsynced(w)
 
     @staticmethod
     def _send_events(w: Watcher, revision: int, evs: list[EncodedEvent]) -> None:
@@ -414,11 +455,11 @@ class WatchHub:
         size = 0
         for i, frame in enumerate(frames):
             if chunk and size + len(frame) > MERGE_LIMIT_BYTES and evs[i].revision != evs[i - 1].revision:
-                stream.push_events(w, evs[i - 1].revision, chunk, fresh=True)
+                stream.push_events(w, evs[i - 1].revision, chunk, size, fresh=True)
                 chunk, size = [], 0
             chunk.append(frame)
             size += len(frame)
-        stream.push_events(w, revision, chunk, fresh=True)
+        stream.push_events(w, revision, chunk, size, fresh=True)
 
     def encode(self, items: list[bytes | _PendingEvents]) -> list[bytes]:
         """Encode queued responses; headers are built once per revision."""
@@ -516,6 +557,10 @@ class WatchHub:
         if self._sync_task is not None:
             self._sync_task.cancel()
             self._sync_task = None
+
+
+def _filtered(w: Watcher, ev: EncodedEvent) -> bool:
+    return w.no_put if ev.is_put else w.no_delete
 
 
 def _route(watchers: Iterable[Watcher], ev: EncodedEvent, routed: dict[Watcher, list[EncodedEvent]]) -> None:
