@@ -226,3 +226,24 @@ def test_a_stalled_stream_does_not_slow_writes_and_catches_up_in_order(
         stalled.cancel()
         big.close()
         live.close()
+
+
+@pytest.mark.parametrize("kind", ["etcd", "quorum"])
+def test_every_member_of_a_cluster_streams_the_same_events(node_factory: Any, kind: str) -> None:
+    members = node_factory.cluster(kind, 3)
+    channels = [grpc.insecure_channel(m.endpoint) for m in members]
+    clients = [WatchClient(ch) for ch in channels]
+    try:
+        for c in clients:
+            c.create(key=b"m/", range_end=b"m0", start_revision=1, prev_kv=True)
+        for i in range(30):
+            put(channels[i % 3], b"m/%d" % (i % 4), b"%d" % i)
+        streams = [[(e.kv.mod_revision, e.kv.key, e.kv.value, e.prev_kv.value) for r in c.events(30)
+                    for e in r.events] for c in clients]
+        assert streams[0] == streams[1] == streams[2]
+        assert [ev[0] for ev in streams[0]] == sorted(ev[0] for ev in streams[0])
+    finally:
+        for c in clients:
+            c.close()
+        for ch in channels:
+            ch.close()
