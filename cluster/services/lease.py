@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import math
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 
@@ -32,6 +33,7 @@ log = logging.getLogger("quorum.lease")
 _Internal = internal_pb2.InternalRaftRequest
 _KeepAliveResponse = rpc_pb2.LeaseKeepAliveResponse
 _POSITIVE_INT64 = (1 << 63) - 1
+_T = TypeVar("_T")
 
 
 class LeaseService(rpc_pb2_grpc.LeaseServicer):
@@ -91,18 +93,25 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
             yield resp
 
     async def _renew_retrying(self, lease_id: int) -> int:
-        """Renew when the fast path could not, retrying until the request timeout as etcd's
-        LeaseRenew does: a leader not yet promoted waits for promotion; an expired lease waits for its
-        revoke (then answers TTL 0); a follower forwards to the leader, through elections, so a
-        keep-alive stream survives a leader change. Raises LEASE_NOT_FOUND or TIMEOUT."""
+        """Renew when the fast path could not: a leader not yet promoted waits for promotion; an
+        expired lease waits for its revoke (then answers TTL 0); a follower forwards to the leader,
+        through elections, so a keep-alive stream survives a leader change."""
+        return await self._retrying(functools.partial(self._renew_once, lease_id))
+
+    async def _renew_once(self, lease_id: int, timeout: float) -> int:
+        if self._node.is_leader():
+            return self._lessor.renew(lease_id)
+        return await self._forwarder.renew(lease_id, timeout)
+
+    async def _retrying(self, attempt: Callable[[float], Awaitable[_T]]) -> _T:
+        """Run ``attempt(time_left)`` until it succeeds or the request timeout passes, as etcd's
+        LeaseRenew/LeaseTimeToLive wait for a (promoted) leader. LEASE_NOT_FOUND is final."""
         node = self._node
         loop = asyncio.get_running_loop()
         deadline = loop.time() + node._request_timeout
         while True:
             try:
-                if node.is_leader():
-                    return self._lessor.renew(lease_id)
-                return await self._forwarder.renew(lease_id, deadline - loop.time())
+                return await attempt(deadline - loop.time())
             except errors.LEASE_NOT_FOUND:
                 raise
             except (NotPrimaryError, LeaseExpiredError, errors.EtcdError, TimeoutError):
@@ -111,27 +120,21 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
                 await asyncio.sleep(node.cfg.tick_seconds)
 
     async def LeaseTimeToLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        node = self._node
         try:
-            if node.is_leader():
-                resp = await self._time_to_live(request)
-            else:
-                resp = await self._forwarder.time_to_live(request)
-                resp.header.Clear()
+            resp = await self._retrying(functools.partial(self._time_to_live_once, request))
         except errors.EtcdError as exc:
             await exc.abort(context)
-        node.fill_header(resp.header)
+        self._node.fill_header(resp.header)
         return resp
 
-    async def _time_to_live(self, request: Any) -> Any:
-        node = self._node
+    async def _time_to_live_once(self, request: Any, timeout: float) -> Any:
+        if not self._node.is_leader():
+            resp = await self._forwarder.time_to_live(request, timeout)
+            resp.header.Clear()
+            return resp
         lessor = self._lessor
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + node._request_timeout
-        while not lessor.is_primary:  # a new leader answers once promoted (its TTLs are real then)
-            if loop.time() >= deadline:
-                raise errors.TIMEOUT()
-            await asyncio.sleep(node.cfg.tick_seconds)
+        if not lessor.is_primary:
+            raise NotPrimaryError()  # a new leader answers once promoted: its TTLs are real then
         lease = lessor.lookup(request.ID)
         if lease is None:
             return rpc_pb2.LeaseTimeToLiveResponse(ID=request.ID, TTL=-1)
@@ -142,7 +145,7 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
             grantedTTL=lease.ttl,
         )
         if request.keys:
-            with node.store.read() as rtx:
+            with self._node.store.read() as rtx:
                 resp.keys.extend(rtx.lease_keys(request.ID))
         return resp
 
@@ -189,36 +192,59 @@ class LeaderForwarder:
             self._streams[target] = stream
         return await asyncio.wait_for(stream.renew(lease_id), max(timeout, 0.001))
 
-    async def time_to_live(self, request: Any) -> Any:
+    async def time_to_live(self, request: Any, timeout: float) -> Any:
         stub = rpc_pb2_grpc.LeaseStub(self._channel(self._leader_url()))
         try:
-            return await stub.LeaseTimeToLive(request, timeout=self._node._request_timeout)
+            return await stub.LeaseTimeToLive(request, timeout=max(timeout, 0.001))
         except grpc.aio.AioRpcError as exc:
             raise _as_etcd_error(exc) from None
 
 
 class _ForwardStream:
-    __slots__ = ("_call", "_pending", "_reader", "closed")
+    """One keep-alive stream to the leader shared by many callers.
+
+    A writer task sends queued renewals one at a time (a grpc.aio call takes one write at a time, and
+    a caller giving up must not cancel a write half-way, which would end the call for everyone); a
+    reader task resolves the sent renewals in order. Any failure closes the stream and fails every
+    waiter; the forwarder opens a fresh stream for the next renewal."""
+
+    __slots__ = ("_call", "_error", "_outbox", "_pending", "_tasks", "closed")
 
     def __init__(self, stub: Any) -> None:
         self._call = stub.LeaseKeepAlive()
         self._pending: collections.deque[asyncio.Future[int]] = collections.deque()
+        self._outbox: asyncio.Queue[tuple[int, asyncio.Future[int]]] = asyncio.Queue()
+        self._error: errors.EtcdError = errors.NO_LEADER()
         self.closed = False
-        self._reader = asyncio.create_task(self._read(), name="lease-forward-reader")
+        self._tasks = (
+            asyncio.create_task(self._write_loop(), name="lease-forward-writer"),
+            asyncio.create_task(self._read_loop(), name="lease-forward-reader"),
+        )
 
     async def renew(self, lease_id: int) -> int:
+        if self.closed:
+            raise self._error
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append(fut)
-        try:
-            await self._call.write(rpc_pb2.LeaseKeepAliveRequest(ID=lease_id))
-        except grpc.aio.AioRpcError as exc:
-            self._close(_as_etcd_error(exc))
+        self._outbox.put_nowait((lease_id, fut))
         ttl = await fut
         if ttl <= 0:
             raise errors.LEASE_NOT_FOUND()
         return ttl
 
-    async def _read(self) -> None:
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                lease_id, fut = await self._outbox.get()
+                if fut.done():
+                    continue  # its caller gave up before it was sent
+                self._pending.append(fut)
+                await self._call.write(rpc_pb2.LeaseKeepAliveRequest(ID=lease_id))
+        except grpc.aio.AioRpcError as exc:
+            self._close(_as_etcd_error(exc))
+        except (asyncio.InvalidStateError, grpc.aio.UsageError):
+            self._close(errors.NO_LEADER())
+
+    async def _read_loop(self) -> None:
         error: errors.EtcdError = errors.NO_LEADER()
         try:
             async for resp in self._call:
@@ -231,12 +257,22 @@ class _ForwardStream:
         self._close(error)
 
     def _close(self, error: errors.EtcdError) -> None:
+        if self.closed:
+            return
         self.closed = True
-        while self._pending:
-            fut = self._pending.popleft()
+        self._error = error
+        waiting = list(self._pending)
+        self._pending.clear()
+        while not self._outbox.empty():
+            waiting.append(self._outbox.get_nowait()[1])
+        for fut in waiting:
             if not fut.done():
-                fut.set_exception(error)
+                fut.set_exception(type(error)(error.code, error.message))
         self._call.cancel()
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
 
 
 def _as_etcd_error(exc: grpc.aio.AioRpcError) -> errors.EtcdError:
