@@ -21,6 +21,7 @@ A failing line is reported as file:line.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,7 +80,7 @@ class ScenarioRunner:
     # ---- commands --------------------------------------------------------------------------
 
     def do_cluster(self, n: str, *opts: str) -> None:
-        config = {k: _value(v) for k, v in (o.split("=", 1) for o in opts)}
+        config: dict[str, Any] = {k: _value(v) for k, v in (o.split("=", 1) for o in opts)}
         self.nt = Network.of_size(int(n), **config)
 
     def do_campaign(self, node_id: str) -> None:
