@@ -6,9 +6,9 @@ Invariants, which give ordered, gap-free, duplicate-free delivery:
 
 - `hub.revision` is the last revision handed to `publish`; watchers only ever learn about revisions
   up to it, even when the store has already committed newer ones.
-- A watcher's `min_rev` is the first revision it has not been sent. Synced watchers have
-  `min_rev > revision` (equal to revision + 1 unless they start in the future); events below `min_rev`
-  are never delivered.
+- Events below a watcher's `min_rev` are never delivered to it. For an unsynced watcher `min_rev` is
+  the first revision it has not been sent; a synced one has been sent everything in
+  [min_rev, hub.revision] (its `min_rev` stays where it joined, which may be in the future).
 - A watcher moves from unsynced to synced only when its replay reached `hub.revision`; it moves back
   when its stream's outbound buffer is over its bound (a slow consumer), keeping `min_rev` at the
   first event it missed. Nothing in `publish` ever waits.
@@ -348,8 +348,10 @@ class WatchHub:
 
     def restore(self) -> None:
         """After the store was replaced (snapshot install): everyone replays from where they were."""
+        seen = self.revision
         self.revision = self._store.current_revision
         for w in list(self._synced):
+            w.min_rev = max(w.min_rev, seen + 1)  # a synced watcher has had everything up to `seen`
             if w.min_rev <= self.revision:
                 self._synced.remove(w)
                 self._make_unsynced(w)

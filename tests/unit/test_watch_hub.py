@@ -356,3 +356,27 @@ def test_big_backlogs_go_out_in_responses_of_whole_revisions_of_about_one_mib(h:
         assert [r.header.revision for r in live_resps] == [r.events[-1].kv.mod_revision for r in live_resps]
 
     run(body())
+
+
+def test_restore_replays_what_a_snapshot_install_brought(h: Harness) -> None:
+    async def body() -> None:
+        s = h.stream()
+        s.create(Create(key=b"k"))
+        later = s.create(Create(key=b"k", start_revision=50))
+        h.put(b"k", b"seen")
+        responses(s)
+        with h.store.write() as w:  # revisions that arrive with a snapshot, never published
+            for i in range(3):
+                w.begin()
+                w.put(b"k", b"snap%d" % i)
+                w.end()
+        h.hub.restore()
+        assert h.hub.revision == 5
+        await settle()
+        h.put(b"k", b"after")
+        got = responses(s)
+        assert events_of(got, 0) == [(3, "PUT", b"k", b"snap0"), (4, "PUT", b"k", b"snap1"),
+                                     (5, "PUT", b"k", b"snap2"), (6, "PUT", b"k", b"after")]
+        assert events_of(got, later) == []
+
+    run(body())
