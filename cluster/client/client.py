@@ -220,6 +220,28 @@ class Client:
             "Cluster", "MemberList", rpc_pb2.MemberListRequest(), timeout=timeout, repeatable=True
         )
 
+    async def member_add(
+        self, request: rpc_pb2.MemberAddRequest, *, timeout: float | None = None
+    ) -> rpc_pb2.MemberAddResponse:
+        return await self._call("Cluster", "MemberAdd", request, timeout=timeout, repeatable=False)
+
+    async def member_remove(
+        self, member_id: int, *, timeout: float | None = None
+    ) -> rpc_pb2.MemberRemoveResponse:
+        request = rpc_pb2.MemberRemoveRequest(ID=member_id)
+        return await self._call("Cluster", "MemberRemove", request, timeout=timeout, repeatable=False)
+
+    async def member_update(
+        self, request: rpc_pb2.MemberUpdateRequest, *, timeout: float | None = None
+    ) -> rpc_pb2.MemberUpdateResponse:
+        return await self._call("Cluster", "MemberUpdate", request, timeout=timeout, repeatable=False)
+
+    async def member_promote(
+        self, member_id: int, *, timeout: float | None = None
+    ) -> rpc_pb2.MemberPromoteResponse:
+        request = rpc_pb2.MemberPromoteRequest(ID=member_id)
+        return await self._call("Cluster", "MemberPromote", request, timeout=timeout, repeatable=False)
+
     # ---- Lease ----
     async def lease_grant(
         self, request: rpc_pb2.LeaseGrantRequest, *, timeout: float | None = None
@@ -450,6 +472,8 @@ class Client:
                 )
             except grpc.aio.AioRpcError as err:
                 code, details = err.code(), err.details() or ""
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED and details == "Deadline Exceeded":
+                    details = "context deadline exceeded"  # our own deadline, in grpc-go's words
                 self._report(target, method, attempt, code, details, endpoint is not None)
                 attempt += 1
                 etcd = etcd_errors.from_rpc_error(err)

@@ -24,7 +24,7 @@ STATUS_LONG = (
 )
 
 
-async def _endpoints_from_cluster(s: Session) -> list[str]:
+async def endpoints_from_cluster(s: Session) -> list[str]:
     """``--endpoints`` as given, or with ``--cluster`` every member's client URLs."""
     if not s.inv.flags.get("cluster"):
         value = s.inv.flags.get("endpoints")
@@ -64,7 +64,7 @@ async def run_endpoint_health(s: Session) -> None:
     printer = s.init_display()
     s.tls()
     user, password = s.credentials()
-    endpoints = await _endpoints_from_cluster(s)
+    endpoints = await endpoints_from_cluster(s)
     results: list[EndpointHealth] = []
     tasks = [asyncio.ensure_future(_check_health(s, ep, user, password)) for ep in endpoints]
     for finished in asyncio.as_completed(tasks):
@@ -78,7 +78,7 @@ async def run_endpoint_status(s: Session) -> None:
     failed = False
     async with s.client() as client:
         items: list[EndpointStatus] = []
-        for endpoint in await _endpoints_from_cluster(s):
+        for endpoint in await endpoints_from_cluster(s):
             try:
                 response = await client.status(endpoint=endpoint, timeout=s.seconds("command-timeout"))
             except AuthenticationError:
@@ -99,7 +99,7 @@ async def run_endpoint_hashkv(s: Session) -> None:
     revision = int(s.inv.flags.get("rev"))  # type: ignore[call-overload]
     async with s.client() as client:
         items: list[EndpointHashKV] = []
-        for endpoint in await _endpoints_from_cluster(s):
+        for endpoint in await endpoints_from_cluster(s):
             try:
                 response = await client.hash_kv(
                     revision, endpoint=endpoint, timeout=s.seconds("command-timeout")

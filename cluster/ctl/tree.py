@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from cluster.ctl.auth_commands import auth_commands
+from cluster.ctl.cluster_commands import defrag_and_move_leader, member_commands
 from cluster.ctl.cobra import Command, Invocation
 from cluster.ctl.exits import EXIT_ERROR, CtlExit
 from cluster.ctl.kv_commands import kv_commands
@@ -38,16 +39,10 @@ NOT_IMPLEMENTED: tuple[tuple[str, str], ...] = (
     ("completion fish", "Generate the autocompletion script for fish"),
     ("completion powershell", "Generate the autocompletion script for powershell"),
     ("completion zsh", "Generate the autocompletion script for zsh"),
-    ("defrag", "Defragments the storage of the etcd members with given endpoints"),
     ("elect", "Observes and participates in leader election"),
     ("lock", "Acquires a named lock"),
     ("make-mirror", "Makes a mirror at the destination etcd cluster"),
-    ("member add", "Adds a member into the cluster"),
-    ("member promote", "Promotes a non-voting member in the cluster"),
-    ("member remove", "Removes a member from the cluster"),
-    ("member update", "Updates a member in the cluster"),
     ("migrate", "Migrates keys in a v2 store to a mvcc store"),
-    ("move-leader", "Transfers leadership to another etcd cluster member."),
     ("snapshot restore", "Restores an etcd member snapshot to an etcd directory"),
     ("snapshot save", "Stores an etcd node backend snapshot to a given file"),
     ("snapshot status", "Gets backend snapshot status of a given file"),
@@ -82,12 +77,13 @@ def build_tree(make_session: SessionFactory) -> Command:
 
     root = Command("etcdctl", "etcdctl", "A simple command line client for etcd3.", persistent=GLOBAL_FLAGS)
     root.add(*kv_commands(runner), *maintenance_commands(runner), watch_command(runner))
+    root.add(*defrag_and_move_leader(runner))
     groups = {name: Command(name, f"{name} <subcommand>", short) for name, short in GROUPS.items()}
-    groups["member"].add(member_list_command(runner))
+    groups["member"].add(member_list_command(runner), *member_commands(runner))
     groups["lease"].add(*lease_commands(runner))
     for group, commands in auth_commands(runner).items():
         groups[group].add(*commands)
-    groups["member"].children[-1].long = MEMBER_LIST_LONG
+    next(c for c in groups["member"].children if c.name == "list").long = MEMBER_LIST_LONG
     for path, short in NOT_IMPLEMENTED:
         parent_name, _, name = path.rpartition(" ")
         command = Command(name, name, short, run=_not_implemented(path))

@@ -214,3 +214,35 @@ def test_empty_prefix_means_every_key() -> None:
     flags.parse(["--prefix"])
     request = build_range([""], flags)
     assert (request.key, request.range_end) == (b"\x00", b"\x00")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("foo://x", "URL scheme must be http, https, unix, or unixs: foo://x"),
+        ("http://x", 'URL address does not have the form "host:port": http://x'),
+        ("http://x:1/p", "URL must not contain a path: http://x:1/p"),
+    ],
+)
+def test_member_urls_are_checked_like_etcd(url: str, message: str) -> None:
+    from cluster.ctl.cluster_commands import validate_urls
+
+    with pytest.raises(CtlExit) as err:
+        validate_urls([url])
+    assert err.value.message == message
+    validate_urls(["http://127.0.0.1:2380", "https://[::1]:2380"])
+
+
+def test_permission_ranges_follow_etcdctl() -> None:
+    from cluster.ctl.auth_commands import GRANT_PERM_FLAGS, perm_range
+
+    def parse(*args: str) -> tuple[str, str]:
+        flags = FlagSet({s.name: s for s in GRANT_PERM_FLAGS})
+        return perm_range(flags.parse(list(args)), flags)
+
+    assert parse("k") == ("k", "")
+    assert parse("k", "--prefix") == ("k", "l")
+    assert parse("", "--from-key") == ("\x00", "\x00")
+    assert parse("a", "z") == ("a", "z")
+    with pytest.raises(CtlExit, match="unexpected endkey argument with --prefix flag"):
+        parse("a", "z", "--prefix")
