@@ -214,6 +214,23 @@ class Client:
         request = rpc_pb2.MoveLeaderRequest(targetID=target_id)
         return await self._call("Maintenance", "MoveLeader", request, timeout=timeout, repeatable=False)
 
+    async def snapshot(self, *, timeout: float | None = None) -> AsyncIterator[bytes]:
+        """Stream the backend database of the member the client is connected to, in chunks."""
+        conn = await self._ready_connection(None, timeout)
+        if conn is None:
+            raise DeadlineExceeded()
+        metadata = await self._metadata(conn, self.dial_timeout)
+        call = conn.stub("Maintenance").Snapshot(
+            rpc_pb2.SnapshotRequest(), timeout=timeout, metadata=metadata
+        )
+        try:
+            async for response in call:
+                yield response.blob
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise DeadlineExceeded() from None
+            raise _translate(err, etcd_errors.from_rpc_error(err)) from None
+
     # ---- Cluster ----
     async def member_list(self, *, timeout: float | None = None) -> rpc_pb2.MemberListResponse:
         return await self._call(

@@ -96,7 +96,7 @@ def zap_string(text: str) -> str:
     return "".join(out)
 
 
-def _zap_timestamp() -> str:
+def zap_timestamp() -> str:
     now = datetime.datetime.now().astimezone()
     offset = now.strftime("%z")
     zone = "Z" if offset in ("+0000", "-0000") else offset
@@ -236,7 +236,7 @@ class Session:
                 target = f"endpoint://{client_id}/{first}"
             error = go_status_text(failure.code, failure.details)
             line = (
-                f'{{"level":"warn","ts":"{_zap_timestamp()}","caller":"clientv3/retry_interceptor.go:62",'
+                f'{{"level":"warn","ts":"{zap_timestamp()}","caller":"clientv3/retry_interceptor.go:62",'
                 f'"msg":"retrying of unary invoker failed","target":{zap_string(target)},'
                 f'"attempt":{failure.attempt},"error":{zap_string(error)}}}\n'
             )

@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -192,6 +193,10 @@ CASES: list[Case] = [
     c("move-leader"),
     c("move-leader", "zz"),
     c("move-leader", "1234"),
+    c("snapshot", "save", "{scratch}/snap.db"),
+    c("snapshot", "save", "{scratch}/missing/snap.db"),
+    c("snapshot", "save"),
+    c("--endpoints", "{endpoint},{dead}", "snapshot", "save", "{scratch}/two.db", endpoint_flag=False),
     c("--user", "root:secret", "get", "foo"),
     c("--cert", "", "get", "foo"),
     c("--endpoints", "{dead},{endpoint}", "get", "foo", endpoint_flag=False),
@@ -295,13 +300,12 @@ class Target:
     ids: dict[str, str]
     dead: str
     lease: str
+    scratch: str
 
     def fill(self, text: str) -> str:
-        return (
-            text.replace("{endpoint}", self.endpoint)
-            .replace("{dead}", self.dead)
-            .replace("{lease}", self.lease)
-        )
+        for name in ("endpoint", "dead", "lease", "scratch"):
+            text = text.replace("{" + name + "}", getattr(self, name))
+        return text
 
 
 def _run(cmd: list[str], case: Case, target: Target) -> subprocess.CompletedProcess[bytes]:
@@ -323,9 +327,13 @@ def _run(cmd: list[str], case: Case, target: Target) -> subprocess.CompletedProc
 def _normalise(data: bytes, target: Target) -> str:
     text = data.decode("utf-8", "surrogateescape")
     text = text.replace(target.endpoint, "<EP>").replace(target.peer, "<PEER>").replace(target.dead, "<DEAD>")
+    text = text.replace(target.scratch, "<SCRATCH>")
     for value, name in target.ids.items():
         text = text.replace(value, name)
     text = re.sub(r'"ts":"[^"]+"', '"ts":"<TS>"', text)
+    text = re.sub(r'"ts":[0-9.e+]+', '"ts":<TS>', text)
+    text = re.sub(r'"took":[0-9.e-]+', '"took":<T>', text)
+    text = re.sub(r'"size":"[^"]+"', '"size":"<SIZE>"', text)
     text = re.sub(r'("hash":|"Hash" : |<EP>, |<EP> \| )\d+', r"\1<HASH>", text)
     text = re.sub(r"lease [0-9a-f]{16} granted with", "lease <NEW> granted with", text)
     text = re.sub(r'("ID":|"ID" : )\d{12,}', r"\1<NEW>", text)
@@ -382,7 +390,8 @@ def _start_etcd() -> Iterator[Target]:
             lease: "<LEASE>",
             str(int(lease, 16)): "<LEASEDEC>",
         }
-        yield Target(node.endpoint, node.peer_url, ids, f"127.0.0.1:{free_port()}", lease)
+        with tempfile.TemporaryDirectory() as scratch:
+            yield Target(node.endpoint, node.peer_url, ids, f"127.0.0.1:{free_port()}", lease, scratch)
     finally:
         node.close()
 
