@@ -24,6 +24,8 @@ from cluster.watch import WatchStream
 log = logging.getLogger("quorum.watch")
 
 SERVICE_NAME = "etcdserverpb.Watch"
+TAKE_AT_ONCE = 16
+"""Responses encoded per turn of the writer; the rest stay queued, where they absorb later events."""
 
 
 def _identity(msg: bytes) -> bytes:
@@ -40,7 +42,7 @@ class WatchService:
         reader = asyncio.create_task(self._receive(requests, stream), name="watch-recv")
         try:
             while True:
-                msgs = await stream.take()
+                msgs = await stream.take(TAKE_AT_ONCE)
                 if not msgs:
                     break
                 for msg in msgs:

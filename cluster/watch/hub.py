@@ -252,24 +252,37 @@ class WatchStream:
     def pending(self) -> int:
         return len(self._out)
 
-    async def take(self) -> list[bytes]:
-        """Wait for responses and take all queued ones, encoded, in order; [] once closed."""
+    async def take(self, limit: int = 0) -> list[bytes]:
+        """Wait for responses and take up to `limit` (0: all) queued ones, encoded, in order; [] once
+        the stream is closed. Taking a few at a time leaves the rest able to absorb new events."""
         while not self._out:
             if self.closed:
                 return []
             self._signalled = False
             self._wakeup.clear()
             await self._wakeup.wait()
-        return self.take_nowait()
+        return self.take_nowait(limit)
 
-    def take_nowait(self) -> list[bytes]:
-        """Take every queued response, encoded, in order (possibly none)."""
-        if not self._out:
+    def take_nowait(self, limit: int = 0) -> list[bytes]:
+        """Take up to `limit` (0: all) queued responses, encoded, in order (possibly none)."""
+        out = self._out
+        if not out:
             return []
-        items = list(self._out)
-        self._out.clear()
-        self._open.clear()
-        self._out_bytes = 0
+        if not limit or limit >= len(out):
+            items = list(out)
+            out.clear()
+            self._open.clear()
+            self._out_bytes = 0
+        else:
+            items = [out.popleft() for _ in range(limit)]
+            opened = self._open
+            for item in items:
+                if isinstance(item, bytes):
+                    self._out_bytes -= len(item)
+                else:
+                    self._out_bytes -= item.size
+                    if opened.get(item.watcher) is item:
+                        del opened[item.watcher]
         msgs = self._hub.encode(items)
         if self.unsynced:
             self._hub.kick()

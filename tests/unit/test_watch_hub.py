@@ -13,7 +13,7 @@ from cluster.mvcc import KVStore
 from cluster.storage.backend import Backend
 from cluster.watch import HubLimits
 from cluster.watch import hub as hub_module
-from tests.unit.watch_harness import Create, Harness, events_of, responses, run, settle
+from tests.unit.watch_harness import Create, Harness, Response, events_of, responses, run, settle
 
 
 @pytest.fixture
@@ -380,3 +380,17 @@ def test_restore_replays_what_a_snapshot_install_brought(h: Harness) -> None:
         assert events_of(got, later) == []
 
     run(body())
+
+
+def test_a_partial_take_leaves_the_rest_able_to_absorb_new_events(h: Harness) -> None:
+    s = h.stream()
+    a = s.create(Create(key=b"a"))
+    b = s.create(Create(key=b"b"))
+    responses(s)
+    h.apply(lambda w: w.put(b"a", b"1"), lambda w: w.put(b"b", b"1"))
+    (first,) = [Response.FromString(m) for m in s.take_nowait(1)]
+    h.apply(lambda w: w.put(b"a", b"2"), lambda w: w.put(b"b", b"2"))
+    rest = responses(s)
+    assert (first.watch_id, [e.kv.value for e in first.events]) == (a, [b"1"])
+    assert [(r.watch_id, [e.kv.value for e in r.events]) for r in rest] == [(b, [b"1", b"2"]), (a, [b"2"])]
+    assert s.pending == 0 and s.has_room

@@ -28,7 +28,7 @@ op = st.one_of(
     st.tuples(st.just("watch"), st.integers(0, len(RANGES) - 1), st.integers(-3, 3),
               st.sampled_from([(), (0,), (1,)]), st.booleans(), st.integers(0, 2)),
     st.tuples(st.just("settle"), st.integers(1, 5)),
-    st.tuples(st.just("take"), st.integers(0, 2)),
+    st.tuples(st.just("take"), st.integers(0, 2), st.integers(0, 3)),
 )
 
 
@@ -81,7 +81,7 @@ async def _check(store: KVStore, steps: list[Any], pending: int) -> None:
         elif kind == "settle":
             await settle(step[1])
         elif kind == "take":
-            got[step[1]] += [Response.FromString(m) for m in streams[step[1]].take_nowait()]
+            got[step[1]] += [Response.FromString(m) for m in streams[step[1]].take_nowait(step[2])]
         else:
             _apply(h, step)
     for _ in range(200):
