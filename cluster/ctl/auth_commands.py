@@ -13,7 +13,7 @@ from cluster.ctl.cobra import Command
 from cluster.ctl.exits import EXIT_BAD_ARGS, CtlExit
 from cluster.ctl.flags import FlagSet, FlagSpec
 from cluster.ctl.kv_commands import prefix_end
-from cluster.ctl.session import Session
+from cluster.ctl.session import Runner, Session
 
 USER_ADD_FLAGS = (
     FlagSpec("interactive", "bool", True, "Read password from stdin instead of interactive terminal"),
@@ -282,7 +282,7 @@ async def run_role_revoke_permission(s: Session) -> None:
     print_auth(s.printer, resp, text)
 
 
-def auth_commands(runner) -> dict[str, list[Command]]:  # type: ignore[no-untyped-def]
+def auth_commands(runner: Runner) -> dict[str, list[Command]]:
     """The auth, user and role subcommands, by group name."""
     return {
         "auth": [

@@ -12,7 +12,7 @@ from cluster.ctl.flags import FlagSpec
 from cluster.ctl.goformat import go_quote, message_json
 from cluster.ctl.maintenance_commands import ENDPOINT_FLAGS, endpoints_from_cluster
 from cluster.ctl.printers import Printer, SimplePrinter
-from cluster.ctl.session import Session
+from cluster.ctl.session import Runner, Session
 
 MEMBER_ADD_FLAGS = (
     FlagSpec("peer-urls", "string", "", "comma separated peer URLs for the new member."),
@@ -193,7 +193,7 @@ async def run_move_leader(s: Session) -> None:
     raise CtlExit(EXIT_BAD_ARGS, f"no leader endpoint given at [{' '.join(endpoints)}]")
 
 
-def member_commands(runner) -> list[Command]:  # type: ignore[no-untyped-def]
+def member_commands(runner: Runner) -> list[Command]:
     return [
         Command(
             "add",
@@ -222,7 +222,7 @@ def member_commands(runner) -> list[Command]:  # type: ignore[no-untyped-def]
     ]
 
 
-def defrag_and_move_leader(runner) -> list[Command]:  # type: ignore[no-untyped-def]
+def defrag_and_move_leader(runner: Runner) -> list[Command]:
     return [
         Command(
             "defrag",

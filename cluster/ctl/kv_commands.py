@@ -6,7 +6,7 @@ from cluster.api.gen.etcdserverpb import rpc_pb2
 from cluster.ctl.cobra import Command, CommandLineError, find
 from cluster.ctl.exits import EXIT_BAD_ARGS, EXIT_BAD_FEATURE, EXIT_ERROR, EXIT_INVALID_INPUT, CtlExit
 from cluster.ctl.flags import FlagError, FlagSet, FlagSpec, parse_go_int
-from cluster.ctl.session import Session, stdin_text
+from cluster.ctl.session import Runner, Session, stdin_text
 from cluster.ctl.txnparse import TxnInput, argify, parse_compare
 
 PUT_FLAGS = (
@@ -310,7 +310,7 @@ async def run_compaction(s: Session) -> None:
     s.out(f"compacted revision {revision}\n")
 
 
-def kv_commands(runner) -> list[Command]:  # type: ignore[no-untyped-def]
+def kv_commands(runner: Runner) -> list[Command]:
     """The KV commands, each bound through ``runner`` (which turns an async handler into ``run``)."""
     return [
         Command(

@@ -15,7 +15,7 @@ from cluster.ctl.lease_output import (
     print_time_to_live,
 )
 from cluster.ctl.printers import SimplePrinter
-from cluster.ctl.session import Session
+from cluster.ctl.session import Runner, Session
 
 TIMETOLIVE_FLAGS = (FlagSpec("keys", "bool", False, "Get keys attached to this lease"),)
 KEEPALIVE_FLAGS = (
@@ -124,7 +124,7 @@ async def run_keep_alive(s: Session) -> None:
         s.out(f"lease {lease_id:016x} expired or revoked.\n")
 
 
-def lease_commands(runner) -> list[Command]:  # type: ignore[no-untyped-def]
+def lease_commands(runner: Runner) -> list[Command]:
     return [
         Command("grant", "grant <ttl>", "Creates leases", run=runner(run_grant)),
         Command(

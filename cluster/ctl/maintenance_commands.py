@@ -13,7 +13,7 @@ from cluster.ctl.durations import format_duration
 from cluster.ctl.exits import EXIT_BAD_ARGS, EXIT_ERROR, CtlExit
 from cluster.ctl.flags import FlagSpec
 from cluster.ctl.printers import EndpointHashKV, EndpointHealth, EndpointStatus
-from cluster.ctl.session import Session
+from cluster.ctl.session import Runner, Session
 
 ENDPOINT_FLAGS = (FlagSpec("cluster", "bool", False, "use all endpoints from the cluster member list"),)
 HASHKV_FLAGS = (FlagSpec("rev", "int64", 0, "maximum revision to hash (default: all revisions)"),)
@@ -155,7 +155,7 @@ async def run_version(s: Session) -> None:
     s.out(f"etcdctl version: {ETCD_VERSION}\nAPI version: {API_VERSION}\n")
 
 
-def maintenance_commands(runner) -> list[Command]:  # type: ignore[no-untyped-def]
+def maintenance_commands(runner: Runner) -> list[Command]:
     endpoint = Command(
         "endpoint", "endpoint <subcommand>", "Endpoint related commands", persistent=ENDPOINT_FLAGS
     )
@@ -190,5 +190,5 @@ def maintenance_commands(runner) -> list[Command]:  # type: ignore[no-untyped-de
     return [endpoint, alarm, version]
 
 
-def member_list_command(runner) -> Command:  # type: ignore[no-untyped-def]
+def member_list_command(runner: Runner) -> Command:
     return Command("list", "list", "Lists all members in the cluster", run=runner(run_member_list))

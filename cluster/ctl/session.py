@@ -9,9 +9,9 @@ import getpass
 import os
 import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from cluster.client import CallFailure, Client, Endpoint, TLSConfig, go_status_text
 from cluster.ctl.cobra import Invocation
@@ -263,3 +263,10 @@ def stdin_text(stream: BinaryIO) -> str:
 
 def default_streams() -> tuple[BinaryIO, BinaryIO, BinaryIO]:
     return sys.stdin.buffer, sys.stdout.buffer, sys.stderr.buffer
+
+
+Handler = Callable[[Session], Coroutine[Any, Any, None]]
+"""A command's body: runs with the session of one invocation."""
+
+Runner = Callable[[Handler], Callable[[Invocation], object]]
+"""Turns a Handler into a Command's ``run`` (the tree decides how sessions and loops are made)."""

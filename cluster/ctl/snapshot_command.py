@@ -12,7 +12,7 @@ import time
 from cluster.ctl.cobra import Command
 from cluster.ctl.exits import EXIT_BAD_ARGS, EXIT_INTERRUPTED, CtlExit
 from cluster.ctl.goformat import humanize_bytes
-from cluster.ctl.session import Session, zap_string, zap_timestamp
+from cluster.ctl.session import Runner, Session, zap_string, zap_timestamp
 
 SHA256_SIZE = 32
 
@@ -96,7 +96,7 @@ async def run_snapshot_save(s: Session) -> None:
     s.out(f"Snapshot saved at {path}\n")
 
 
-def snapshot_save_command(runner) -> Command:  # type: ignore[no-untyped-def]
+def snapshot_save_command(runner: Runner) -> Command:
     return Command(
         "save",
         "save <filename>",

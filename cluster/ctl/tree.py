@@ -7,8 +7,7 @@ matching and suggestions match etcdctl) and fail with a clear message when run.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from cluster.ctl.auth_commands import auth_commands
 from cluster.ctl.cluster_commands import defrag_and_move_leader, member_commands
@@ -17,11 +16,10 @@ from cluster.ctl.exits import EXIT_ERROR, CtlExit
 from cluster.ctl.kv_commands import kv_commands
 from cluster.ctl.lease_commands import lease_commands
 from cluster.ctl.maintenance_commands import maintenance_commands, member_list_command
-from cluster.ctl.session import GLOBAL_FLAGS, Session
+from cluster.ctl.session import GLOBAL_FLAGS, Handler, Session
 from cluster.ctl.snapshot_command import snapshot_save_command
 from cluster.ctl.watch_command import watch_command
 
-Handler = Callable[[Session], Coroutine[Any, Any, None]]
 SessionFactory = Callable[[Invocation], Session]
 
 MEMBER_LIST_LONG = (

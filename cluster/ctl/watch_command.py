@@ -18,7 +18,7 @@ from cluster.ctl.flags import FlagSpec
 from cluster.ctl.goformat import message_json
 from cluster.ctl.kv_commands import prefix_end
 from cluster.ctl.printers import FieldsPrinter, Printer, SimplePrinter
-from cluster.ctl.session import Session
+from cluster.ctl.session import Runner, Session
 
 WATCH_FLAGS = (
     FlagSpec("interactive", "bool", False, "Interactive mode", "i"),
@@ -142,7 +142,7 @@ async def run_watch(s: Session) -> None:
     raise CtlExit(EXIT_INTERRUPTED, "watch is canceled by the server")
 
 
-def watch_command(runner) -> Command:  # type: ignore[no-untyped-def]
+def watch_command(runner: Runner) -> Command:
     return Command(
         "watch",
         "watch [options] [key or prefix] [range_end] [--] [exec-command arg1 arg2 ...]",
