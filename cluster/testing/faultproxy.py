@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import random
 import socket
@@ -422,22 +423,29 @@ class FaultProxy:
 
 
 def _proc_address(field_: str) -> Address:
+    """An address of /proc/net/tcp{,6} (hex, host-endian 32-bit words); IPv4-mapped IPv6 as IPv4."""
     ip_hex, port_hex = field_.split(":")
-    ip = socket.inet_ntoa(struct.pack("<I", int(ip_hex, 16)))
-    return ip, int(port_hex, 16)
+    raw = b"".join(struct.pack("<I", int(ip_hex[i : i + 8], 16)) for i in range(0, len(ip_hex), 8))
+    if len(raw) == 4:
+        return socket.inet_ntoa(raw), int(port_hex, 16)
+    ip6 = ipaddress.IPv6Address(raw)
+    return str(ip6.ipv4_mapped or ip6), int(port_hex, 16)
 
 
 def socket_inode(local: Address, remote: Address) -> int | None:
-    """The inode of the IPv4 TCP socket bound to ``local`` and connected to ``remote`` (Linux /proc)."""
-    try:
-        with open("/proc/net/tcp") as f:
-            lines = f.readlines()[1:]
-    except OSError:
-        return None
-    for line in lines:
-        cols = line.split()
-        if len(cols) > 9 and _proc_address(cols[1]) == local and _proc_address(cols[2]) == remote:
-            return int(cols[9])
+    """The inode of the TCP socket bound to ``local`` and connected to ``remote`` (Linux /proc).
+
+    Dual-stack IPv6 sockets (gRPC's, for one) connected over IPv4 are listed in ``tcp6``."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if len(cols) > 9 and _proc_address(cols[1]) == local and _proc_address(cols[2]) == remote:
+                return int(cols[9])
     return None
 
 
@@ -485,3 +493,32 @@ class ProcessGroupIdentifier:
             if pgid in groups and pid != pgid and _owns_socket(pid, link):
                 return groups[pgid]
         return None
+
+
+class ProxyNetwork:
+    """One FaultProxy in front of each member (keyed by the label its ``identify`` gives that member's
+    connections), and partitions expressed in members rather than proxies.
+
+    Isolating a member faults its own proxy (nothing dialled to it gets through) and, on every other
+    proxy, the connections *it* dialled (nothing it sends gets through either, whichever side of a
+    connection a protocol sends its messages on).
+    """
+
+    def __init__(self, proxies: Mapping[str, FaultProxy]) -> None:
+        self.proxies = dict(proxies)
+
+    def isolate(self, *members: str, fault: Literal["refuse", "blackhole"] = "refuse") -> None:
+        for member in members:
+            for label, proxy in self.proxies.items():
+                if label == member:
+                    proxy.refuse() if fault == "refuse" else proxy.blackhole()
+                elif label not in members:
+                    proxy.refuse(source=member) if fault == "refuse" else proxy.blackhole(source=member)
+
+    def heal(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.pass_through()
+
+    def close(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.close()

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cluster.testing.faultproxy import FaultProxy, ProcessGroupIdentifier
+from cluster.testing.faultproxy import FaultProxy, ProcessGroupIdentifier, ProxyNetwork
 from cluster.testing.ports import LOOPBACK
 
 
@@ -233,3 +233,41 @@ def test_close_ends_connections_and_the_thread(echo: tuple[str, int]) -> None:
 
 def _echo_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("Thread-")]
+
+
+def test_process_group_identifier_sees_dual_stack_sockets(proxy: FaultProxy) -> None:
+    """gRPC dials IPv4 addresses from AF_INET6 sockets; those are listed in /proc/net/tcp6."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 support")
+    proxy.close()
+    ours = os.getpgid(0)
+    with FaultProxy(
+        listen=(LOOPBACK, 0), target=proxy.target, identify=ProcessGroupIdentifier(lambda: {ours: "me"})
+    ) as labelled:
+        try:
+            sock = socket.create_connection(("::ffff:" + LOOPBACK, labelled.address[1]), timeout=5)
+        except OSError as exc:
+            pytest.skip(f"IPv4-mapped IPv6 unavailable: {exc}")
+        with sock:
+            assert sock.family == socket.AF_INET6
+            assert roundtrip(sock, b"x") == b"x"
+            assert labelled.connection_sources() == ["me"]
+
+
+def test_proxy_network_isolates_a_member_in_both_directions(echo: tuple[str, int]) -> None:
+    proxies = {name: FaultProxy(listen=(LOOPBACK, 0), target=echo, name=name).start() for name in "abc"}
+    net = ProxyNetwork(proxies)
+    try:
+        net.isolate("a", fault="blackhole")
+        assert proxies["a"].fault().kind == "blackhole"  # nothing dialled to a gets through
+        for name in "bc":  # nothing a dials gets through; b and c still reach each other
+            assert proxies[name].fault("a").kind == "blackhole"
+            assert proxies[name].fault("b").kind == proxies[name].fault("c").kind == "pass"
+        net.heal()
+        assert all(p.fault(s).kind == "pass" for p in proxies.values() for s in (None, "a", "b", "c"))
+        net.isolate("a", "b")
+        assert proxies["a"].fault().kind == proxies["b"].fault().kind == "refuse"
+        assert proxies["c"].fault("a").kind == proxies["c"].fault("b").kind == "refuse"
+        assert proxies["c"].fault().kind == "pass"
+    finally:
+        net.close()
