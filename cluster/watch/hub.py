@@ -539,7 +539,7 @@ class WatchHub:
             evs = routed.get(w)
             if evs:
                 self._send_events(w, upto, evs)
-            w.min_rev = upto + 1
+            w.min_rev = max(w.min_rev, upto + 1)
             if upto >= self.revision:
                 self._make_synced(w)
         return True

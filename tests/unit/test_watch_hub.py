@@ -394,3 +394,20 @@ def test_a_partial_take_leaves_the_rest_able_to_absorb_new_events(h: Harness) ->
     assert (first.watch_id, [e.kv.value for e in first.events]) == (a, [b"1"])
     assert [(r.watch_id, [e.kv.value for e in r.events]) for r in rest] == [(b, [b"1", b"2"]), (a, [b"2"])]
     assert s.pending == 0 and s.has_room
+
+
+def test_replay_steps_never_move_a_later_start_backwards(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_module, "SYNC_MAX_ROWS", 3)
+
+    async def body() -> None:
+        for i in range(12):
+            h.put(b"k", b"%d" % i)
+        s = h.stream()
+        early = s.create(Create(key=b"k", start_revision=2))
+        late = s.create(Create(key=b"k", start_revision=10))
+        await settle()
+        got = responses(s)
+        assert [e[0] for e in events_of(got, early)] == list(range(2, 14))
+        assert [e[0] for e in events_of(got, late)] == [10, 11, 12, 13]
+
+    run(body())

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +16,7 @@ from cluster.api.gen.mvccpb import kv_pb2
 from cluster.mvcc import KVStore
 from cluster.storage.backend import Backend
 from cluster.watch import HubLimits
+from cluster.watch import hub as hub_module
 from tests.unit.watch_harness import Create, Harness, Response, run, settle
 
 KEYS = [b"a", b"b", b"ba", b"c", b"d"]
@@ -55,7 +57,8 @@ def _in_range(key: bytes, start: bytes, end: bytes) -> bool:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=st.lists(op, min_size=1, max_size=40), pending=st.integers(1, 4))
 def test_every_watcher_sees_exactly_its_history(steps: list[Any], pending: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hub_module, "SYNC_MAX_ROWS", 3)  # replay in many small steps
         be = Backend(Path(tmp) / "db", map_size=32 << 20)
         try:
             run(_check(KVStore(be), steps, pending))
