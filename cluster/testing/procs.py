@@ -40,14 +40,18 @@ class NodeStartError(RuntimeError):
     """The node exited or did not become ready in time; the message carries the tail of its log."""
 
 
+def _executable(name_or_path: str) -> str | None:
+    return shutil.which(name_or_path)
+
+
 def etcd_binary() -> str | None:
     """Path of the real etcd 3.4 server ($ETCD_BIN overrides the PATH lookup)."""
-    return os.environ.get("ETCD_BIN") or shutil.which("etcd")
+    return _executable(os.environ.get("ETCD_BIN") or "etcd")
 
 
 def etcdctl_binary() -> str | None:
     """Path of the real etcdctl 3.4 ($ETCDCTL_BIN overrides the PATH lookup)."""
-    return os.environ.get("ETCDCTL_BIN") or shutil.which("etcdctl")
+    return _executable(os.environ.get("ETCDCTL_BIN") or "etcdctl")
 
 
 def quorum_available() -> bool:
