@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from cluster.api.gen.mvccpb import kv_pb2
 from cluster.testing.procs import NodeProcess
 
 
@@ -107,3 +108,27 @@ def test_keep_alive_keeps_a_short_lease_and_stopping_lets_it_expire(stubs) -> No
         assert time.monotonic() - stopped < 4.0, "lease outlived its keeper by far more than its TTL"
         time.sleep(0.05)
     assert time.monotonic() - stopped >= 0.5
+
+
+def test_watchers_see_a_revoke_as_one_response_of_deletes_at_one_revision(stubs, node) -> None:
+    lease, kv = stubs
+    lid = lease.LeaseGrant(rpc_pb2.LeaseGrantRequest(ID=31, TTL=60), timeout=10).ID
+    for key in (b"w/b", b"w/a", b"w/c"):
+        kv.Put(rpc_pb2.PutRequest(key=key, value=b"v", lease=lid), timeout=10)
+    with grpc.insecure_channel(node.endpoint) as channel:
+        requests: queue.Queue[rpc_pb2.WatchRequest | None] = queue.Queue()
+        create = rpc_pb2.WatchCreateRequest(key=b"w/", range_end=b"w0", prev_kv=True)
+        requests.put(rpc_pb2.WatchRequest(create_request=create))
+        responses = rpc_pb2_grpc.WatchStub(channel).Watch(iter(requests.get, None), timeout=30)
+        try:
+            assert next(responses).created
+            revoked = lease.LeaseRevoke(rpc_pb2.LeaseRevokeRequest(ID=lid), timeout=10)
+            got = next(responses)
+        finally:
+            requests.put(None)
+            responses.cancel()
+    assert [(ev.type, ev.kv.key, ev.prev_kv.lease) for ev in got.events] == [
+        (kv_pb2.Event.DELETE, key, lid) for key in (b"w/a", b"w/b", b"w/c")
+    ]
+    assert {ev.kv.mod_revision for ev in got.events} == {revoked.header.revision}
+    assert got.header.revision == revoked.header.revision
