@@ -135,8 +135,7 @@ class Raft:
 
         hs, cs = c.storage.initial_state()
         self.restore_conf_state(cs)
-        if not hs.is_empty():
-            self.load_state(hs)
+        self.load_state(hs)
         if c.applied > 0:
             self.log.applied_to(c.applied)
         self.become_follower(self.term, NONE)
@@ -150,14 +149,21 @@ class Raft:
         return HardState(term=self.term, vote=self.vote, commit=self.log.committed)
 
     def load_state(self, hs: HardState) -> None:
-        if hs.commit < self.log.committed or hs.commit > self.log.last_index():
+        """Adopt a persisted hard state. A crash between persisting a snapshot and the hard state of
+        the same Ready leaves the hard state behind the snapshot; the snapshot's index is committed
+        and its term was current, so both are taken as lower bounds (no vote was cast in between:
+        the answer would have been sent only after the hard state was persisted)."""
+        if hs.commit > self.log.last_index():
             raise AssertionError(
                 f"{self.id:x} state.commit {hs.commit} is out of range "
                 f"[{self.log.committed}, {self.log.last_index()}]"
             )
-        self.log.committed = hs.commit
-        self.term = hs.term
-        self.vote = hs.vote
+        self.log.committed = max(hs.commit, self.log.committed)
+        snap_term = self.log.zero_term_on_compacted(self.log.first_index() - 1)
+        if snap_term > hs.term:
+            self.term, self.vote = snap_term, NONE
+        else:
+            self.term, self.vote = hs.term, hs.vote
 
     def promotable(self) -> bool:
         pr = self.prs.progress.get(self.id)

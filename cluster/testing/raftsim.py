@@ -926,7 +926,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             sim = run_seed(seed, ticks=args.ticks, nodes=args.nodes, trace=args.trace)
         except InvariantViolation as e:
             failed += 1
-            print(f"FAIL {e}")
+            print(f"FAIL {e}", flush=True)
+            continue
+        except Exception as e:  # the core itself blew up: as much a failure as a broken invariant
+            failed += 1
+            cfg = SimConfig.from_seed(seed, ticks=args.ticks, nodes=args.nodes)
+            print(f"FAIL seed {seed}: {type(e).__name__}: {e}\nreplay: {cfg.replay_command()}", flush=True)
             continue
         if args.seed is not None or args.trace:
             print(sim.summary())

@@ -242,3 +242,17 @@ def test_empty_entry_range_from_storage_holding_only_a_snapshot():
     storage = MemoryStorage()
     storage.apply_snapshot(Snapshot(metadata=SnapshotMetadata(index=5, term=2)))
     assert storage.entries(6, 6) == []
+
+
+def test_restart_after_snapshot_persisted_without_its_hard_state():
+    from cluster.raft.types import ConfState, Snapshot, SnapshotMetadata
+
+    storage = MemoryStorage()
+    storage.set_hard_state(HardState(term=2, vote=0, commit=0))
+    storage.apply_snapshot(
+        Snapshot(metadata=SnapshotMetadata(index=71, term=5, conf_state=ConfState(voters=(1, 2))))
+    )
+    node = RawNode(RaftConfig(id=2, storage=storage, applied=71))
+    st = node.status()
+    assert st.hard_state.commit == 71
+    assert st.hard_state.term == 5 and st.hard_state.vote == 0
