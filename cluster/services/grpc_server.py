@@ -19,6 +19,7 @@ from cluster.server.node import QuorumNode
 from cluster.services.kv import KVService
 from cluster.services.lease import LeaseService
 from cluster.services.maintenance import ClusterService, MaintenanceService
+from cluster.services.registration import add_service
 from cluster.services.watch import add_watch_service
 
 GRPC_OVERHEAD_BYTES = 512 * 1024
@@ -39,11 +40,11 @@ def server_options(cfg: ServerConfig) -> list[tuple[str, int]]:
 
 def build_server(node: QuorumNode) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
     server = grpc.aio.server(options=server_options(node.cfg))
-    rpc_pb2_grpc.add_KVServicer_to_server(KVService(node), server)
-    rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(node), server)
-    rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(node), server)
+    add_service(server, "etcdserverpb.KV", KVService(node))
+    add_service(server, "etcdserverpb.Maintenance", MaintenanceService(node))
+    add_service(server, "etcdserverpb.Cluster", ClusterService(node))
     add_watch_service(node, server)
-    rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseService(node), server)
+    add_service(server, "etcdserverpb.Lease", LeaseService(node))
     rpc_pb2_grpc.add_AuthServicer_to_server(rpc_pb2_grpc.AuthServicer(), server)
     v3election_pb2_grpc.add_ElectionServicer_to_server(v3election_pb2_grpc.ElectionServicer(), server)
     v3lock_pb2_grpc.add_LockServicer_to_server(v3lock_pb2_grpc.LockServicer(), server)
