@@ -92,7 +92,15 @@ SUBJECTS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
 
 
 @pytest.mark.etcd
-@pytest.mark.parametrize("subject", list(SUBJECTS))
+@pytest.mark.parametrize(
+    "subject",
+    [
+        # etcd-vs-etcd validates the normalisation and quorumctl-on-etcd re-checks quorumctl against a
+        # second server; both are slow (a fresh node per case) and run in the bounded slow pass.
+        pytest.param(name, marks=pytest.mark.slow) if name in ("etcd", "quorumctl-on-etcd") else name
+        for name in SUBJECTS
+    ],
+)
 @pytest.mark.parametrize(("case", "mode"), case_ids(), ids=[f"{c.name}-{m}" for c, m in case_ids()])
 def test_etcdctl_output_matches_etcd(
     case: Case, mode: str, subject: str, node_factory: Callable[..., NodeProcess], etcdctl_bin: str
