@@ -188,8 +188,10 @@ class LeaderForwarder:
         target = self._leader_url()
         stream = self._streams.get(target)
         if stream is None or stream.closed:
+            for old in self._streams.values():  # a former leader's stream is not needed any more
+                old.close()
             stream = _ForwardStream(rpc_pb2_grpc.LeaseStub(self._channel(target)))
-            self._streams[target] = stream
+            self._streams = {target: stream}
         return await asyncio.wait_for(stream.renew(lease_id), max(timeout, 0.001))
 
     async def time_to_live(self, request: Any, timeout: float) -> Any:
@@ -255,6 +257,9 @@ class _ForwardStream:
         except grpc.aio.AioRpcError as exc:
             error = _as_etcd_error(exc)
         self._close(error)
+
+    def close(self) -> None:
+        self._close(errors.LEADER_CHANGED())
 
     def _close(self, error: errors.EtcdError) -> None:
         if self.closed:
