@@ -113,7 +113,7 @@ def test_outputs_stdout_and_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 def test_capnslog_logger_also_writes_json(monkeypatch: pytest.MonkeyPatch, logger_name: str) -> None:
     err = capture(monkeypatch)
-    logger = qlog.setup_logging(parse_config([], {}), name=logger_name)
+    logger = qlog.setup_logging(parse_config(["--logger=capnslog"], {}), name=logger_name)
     logger.info("x")
     lines = [json.loads(line) for line in err.getvalue().splitlines()]
     assert lines[-1]["msg"] == "x"
