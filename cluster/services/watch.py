@@ -5,7 +5,9 @@ bytes queued by the watch hub, written in order by the call's own task. The meth
 an identity response serializer so the bytes built once by the hub go to the wire without being parsed
 or encoded again.
 
-As in etcd, a client that half-closes its side keeps receiving events until it cancels the call.
+As in etcd, a client that half-closes its side keeps receiving events until it cancels the call, and
+a call carrying `hasleader: true` metadata is refused without a leader and ended when the member has
+been without one for three election timeouts.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from cluster.api import errors
 from cluster.api.gen.etcdserverpb import rpc_pb2
 from cluster.server.node import QuorumNode
 from cluster.watch import WatchStream
@@ -24,8 +27,17 @@ from cluster.watch import WatchStream
 log = logging.getLogger("quorum.watch")
 
 SERVICE_NAME = "etcdserverpb.Watch"
+REQUIRE_LEADER_KEY = "hasleader"
+HAS_LEADER = "true"
+NO_LEADER_CHECKS = 3
+"""Election timeouts without a leader before a leader-requiring stream is cancelled (etcd's
+maxNoLeaderCnt)."""
 TAKE_AT_ONCE = 16
 """Responses encoded per turn of the writer; the rest stay queued, where they absorb later events."""
+
+
+def _requires_leader(context: grpc.aio.ServicerContext) -> bool:
+    return any(k == REQUIRE_LEADER_KEY and v == HAS_LEADER for k, v in context.invocation_metadata() or ())
 
 
 def _identity(msg: bytes) -> bytes:
@@ -37,9 +49,16 @@ class WatchService:
         self._node = node
 
     async def Watch(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
-        hub = self._node.watch_hub
+        node = self._node
+        require_leader = _requires_leader(context)
+        if require_leader and not node.leader_id:
+            await errors.NO_LEADER.abort(context)
+        hub = node.watch_hub
         stream = hub.open_stream()
-        reader = asyncio.create_task(self._receive(requests, stream), name="watch-recv")
+        tasks = [asyncio.create_task(self._receive(requests, stream), name="watch-recv")]
+        lost = asyncio.Event()
+        if require_leader:
+            tasks.append(asyncio.create_task(self._watch_leader(stream, lost), name="watch-leader"))
         try:
             while True:
                 msgs = await stream.take(TAKE_AT_ONCE)
@@ -48,8 +67,26 @@ class WatchService:
                 for msg in msgs:
                     await context.write(msg)
         finally:
-            reader.cancel()
+            for task in tasks:
+                task.cancel()
             hub.close_stream(stream)
+        if lost.is_set():
+            await errors.NO_LEADER.abort(context)
+
+    async def _watch_leader(self, stream: WatchStream, lost: asyncio.Event) -> None:
+        """etcd's leader monitor for calls made with `hasleader` metadata (clientv3.WithRequireLeader,
+        which etcdctl watch uses): after NO_LEADER_CHECKS election timeouts in a row without a leader,
+        the call ends with "etcdserver: no leader"."""
+        node = self._node
+        interval = node.cfg.election_timeout / 1000.0
+        misses = 0
+        while True:
+            await asyncio.sleep(interval)
+            misses = 0 if node.leader_id else misses + 1
+            if misses >= NO_LEADER_CHECKS:
+                lost.set()
+                stream.close()
+                return
 
     @staticmethod
     async def _receive(requests: AsyncIterator[Any], stream: WatchStream) -> None:

@@ -247,3 +247,29 @@ def test_every_member_of_a_cluster_streams_the_same_events(node_factory: Any, ki
             c.close()
         for ch in channels:
             ch.close()
+
+
+@pytest.mark.parametrize("kind", ["etcd", "quorum"])
+def test_a_leader_requiring_watch_ends_when_the_member_loses_its_leader(node_factory: Any, kind: str) -> None:
+    members = node_factory.cluster(kind, 3)
+    require = [("hasleader", "true")]
+    create = rpc_pb2.WatchRequest(create_request=Create(key=b"k"))
+    with grpc.insecure_channel(members[0].endpoint) as ch:
+        call = rpc_pb2_grpc.WatchStub(ch).Watch(iter([create]), metadata=require, timeout=30)
+        assert next(call).created
+        for m in members[1:]:
+            m.kill()
+        began = time.monotonic()
+        with pytest.raises(grpc.RpcError) as ended:
+            for _ in call:
+                pass
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert ended.value.details() == "etcdserver: no leader"
+        assert time.monotonic() - began < 10
+        again = rpc_pb2_grpc.WatchStub(ch).Watch(iter([create]), metadata=require, timeout=10)
+        with pytest.raises(grpc.RpcError) as refused:
+            next(again)
+        assert refused.value.details() == "etcdserver: no leader"
+        plain = rpc_pb2_grpc.WatchStub(ch).Watch(iter([create]), timeout=10)
+        assert next(plain).created
+        plain.cancel()
