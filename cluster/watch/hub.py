@@ -39,7 +39,7 @@ from cluster.watch.wire import (
     header_field,
 )
 
-__all__ = ["HubLimits", "WatchHub"]
+__all__ = ["HubLimits", "HubStatistics", "WatchHub"]
 
 _PUT: Final = kv_pb2.Event.PUT
 SYNC_MAX_WATCHERS: Final = 512
@@ -71,6 +71,16 @@ class HubLimits:
         return cls(fragment_bytes=max_request_bytes + GRPC_OVERHEAD_BYTES,
                    progress_interval=max(progress_interval, MIN_PROGRESS_INTERVAL))
 
+
+
+@dataclass(slots=True, frozen=True)
+class HubStatistics:
+    revision: int
+    streams: int
+    watchers: int
+    unsynced: int
+    queued_responses: int
+    queued_bytes: int
 
 
 class WatchHub:
@@ -147,6 +157,17 @@ class WatchHub:
     @property
     def unsynced_count(self) -> int:
         return len(self._unsynced)
+
+    def statistics(self) -> HubStatistics:
+        """Gauges for metrics (etcd's watch_stream_total, watcher_total, slow_watcher_total, ...)."""
+        return HubStatistics(
+            revision=self.revision,
+            streams=len(self.streams),
+            watchers=self.watcher_count,
+            unsynced=len(self._unsynced),
+            queued_responses=sum(st.pending for st in self.streams),
+            queued_bytes=sum(st.pending_bytes for st in self.streams),
+        )
 
     # ---- live events -------------------------------------------------------------------------------
     def on_applied(self, outcome: Any) -> None:

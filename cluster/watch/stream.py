@@ -201,6 +201,10 @@ class WatchStream:
     def pending(self) -> int:
         return len(self._out)
 
+    @property
+    def pending_bytes(self) -> int:
+        return self._out_bytes
+
     async def take(self, limit: int = 0) -> list[bytes]:
         """Wait for responses and take up to `limit` (0: all) queued ones, encoded, in order; [] once
         the stream is closed. Taking a few at a time leaves the rest able to absorb new events."""

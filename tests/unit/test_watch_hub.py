@@ -247,7 +247,9 @@ def test_slow_stream_falls_back_to_history_without_losing_order(store: KVStore) 
         for i in range(30):
             h.put(b"k", str(i).encode())
             h.put(b"j", str(i).encode())
-        assert h.hub.unsynced_count > 0
+        stats = h.hub.statistics()
+        assert (stats.streams, stats.watchers, stats.revision) == (2, 3, 61)
+        assert stats.unsynced > 0 and stats.queued_responses >= 3 and stats.queued_bytes > 0
         assert len(events_of(responses(fast))) == 30
         got = []
         for _ in range(100):
