@@ -75,6 +75,11 @@ class QuorumNode:
         self._background: set[asyncio.Task[None]] = set()
         self._apply_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply")
         self._apply_listeners: list[Callable[[BatchOutcome], None]] = []
+        self._apply_pending: list[tuple[list[Entry], asyncio.Future[Sequence[ConfChange]]]] = []
+        self._apply_running = False
+        self._apply_idle = asyncio.Event()
+        self._apply_idle.set()
+        self._compaction_lock = asyncio.Lock()
         self._snapshot_queued = False
 
     # ---- lifecycle ----------------------------------------------------------------------------------
@@ -255,23 +260,38 @@ class QuorumNode:
 
     # ---- apply, on its own thread --------------------------------------------------------------------
     def _apply_entries(self, entries: list[Entry]) -> asyncio.Future[Sequence[ConfChange]]:
-        """Queue a committed batch on the apply thread; results are published on the event loop.
+        """Queue a committed batch for the apply thread; results are published on the event loop.
 
-        The apply thread runs one batch at a time, in order. Backend commits fsync there (with the GIL
-        released), so the event loop keeps serving requests and the next WAL write overlaps them.
+        The apply thread runs one transaction at a time, in log order. Batches that arrive while it
+        is busy (its commit fsyncs, with the GIL released) are coalesced into the next transaction,
+        so under load the backend commits less often than the WAL while keeping up with it.
+        The returned future carries the conf changes of the batch; the driver waits for it only when
+        the batch holds one, so a conf-change batch is always the last of its group.
         """
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[Sequence[ConfChange]] = loop.create_future()
-        work = loop.run_in_executor(self._apply_thread, self.applier.apply, entries)
-        work.add_done_callback(lambda f: self._on_applied(f, done))
+        done: asyncio.Future[Sequence[ConfChange]] = asyncio.get_running_loop().create_future()
+        self._apply_pending.append((entries, done))
+        if not self._apply_running:
+            self._start_apply()
         return done
 
-    def _on_applied(self, work: asyncio.Future[Any], done: asyncio.Future[Sequence[ConfChange]]) -> None:
+    def _start_apply(self) -> None:
+        group, self._apply_pending = self._apply_pending, []
+        entries = group[0][0] if len(group) == 1 else [e for batch, _ in group for e in batch]
+        self._apply_running = True
+        self._apply_idle.clear()
+        work = asyncio.get_running_loop().run_in_executor(self._apply_thread, self.applier.apply, entries)
+        work.add_done_callback(lambda f: self._on_applied(f, [done for _, done in group]))
+
+    def _on_applied(
+        self, work: asyncio.Future[Any], dones: list[asyncio.Future[Sequence[ConfChange]]]
+    ) -> None:
+        self._apply_running = False
         exc = work.exception()
         if exc is not None:
             # The state machine can no longer be trusted to match the log: stop, as etcd panics.
             log.critical("failed to apply committed entries; stopping", exc_info=exc)
-            done.set_exception(exc)
+            for done in dones:
+                done.set_exception(exc)
             self.driver.stop()
             return
         out = work.result()
@@ -289,7 +309,13 @@ class QuorumNode:
             self._snapshot_queued = True
             index = out.applied_index
             self.driver.call_soon(lambda raw: self._snapshot(index))
-        done.set_result(out.conf_changes)
+        for done in dones[:-1]:
+            done.set_result(())
+        dones[-1].set_result(out.conf_changes)
+        if self._apply_pending:
+            self._start_apply()
+        else:
+            self._apply_idle.set()
 
     def _snapshot(self, index: int) -> None:
         """Take a Raft snapshot at `index` and release the WAL and raft log before it.
@@ -323,9 +349,9 @@ class QuorumNode:
             raise RuntimeError(f"raft snapshot {index} accepted but its database {db} is missing")
         self._snapshotter.save(snap)
         self._wal.save_snapshot(WalSnapshot(index, term))
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._apply_thread, lambda: None)
-        self.backend.replace_with(db)
+        await self._apply_idle.wait()
+        async with self._compaction_lock:  # no compaction batch may run on the old file meanwhile
+            self.backend.replace_with(db)
         self.store.reload()
         self.membership.reload()
         self.applier.reload()
@@ -363,7 +389,11 @@ class QuorumNode:
             self._compaction_wanted.clear()
             started = time.perf_counter()
             loop = asyncio.get_running_loop()
-            while not await loop.run_in_executor(self._apply_thread, self.store.compact_batch, batch):
+            while True:
+                async with self._compaction_lock:
+                    finished = await loop.run_in_executor(self._apply_thread, self.store.compact_batch, batch)
+                if finished:
+                    break
                 await asyncio.sleep(0.01)  # let apply batches run in between
             log.info("finished scheduled compaction",
                      extra={"compact-revision": self.store.compact_revision,
