@@ -325,7 +325,8 @@ class FaultProxy:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._counters.accepted += 1
         source: str | None = None
-        if self._identify is not None:
+        refusing_all = self._default.kind == "refuse" and not self._by_source
+        if self._identify is not None and not refusing_all:
             peer, local = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
             try:
                 source = await asyncio.to_thread(self._identify, (peer[0], peer[1]), (local[0], local[1]))
@@ -399,8 +400,7 @@ class FaultProxy:
                 direction.readable.clear()
                 await direction.readable.wait()
             due, data = direction.chunks[0]
-            wait = due - time.monotonic()
-            if wait > 0:
+            while (wait := due - time.monotonic()) > 0:  # asyncio may wake up a clock tick early
                 await asyncio.sleep(wait)
             direction.chunks.popleft()
             direction.buffered -= len(data)

@@ -28,7 +28,6 @@ import pytest
 
 from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from cluster.testing.faultproxy import FaultProxy, ProcessGroupIdentifier, ProxyNetwork
-from cluster.testing.ports import free_port
 from cluster.testing.procs import NODE_KINDS, NodeProcess, etcdctl
 from cluster.testing.rawkv import RawKV, prefix_end
 from tests.conftest import _LIVE_NODES, require_etcdctl, require_node_kind
@@ -106,7 +105,7 @@ def start_cluster(kind: str, *flags: str) -> Cluster:
     try:
         for node in nodes:
             proxy = FaultProxy(
-                listen=(node.host, free_port(node.host)),
+                listen=(node.host, 0),  # bound by the proxy itself: no race for the port
                 target=(node.host, node.peer_port),
                 identify=identify,
                 name=f"peer-proxy-{node.name}",
