@@ -384,6 +384,9 @@ class Simulation:
         self.entry_data: dict[tuple[int, int], bytes] = {}
         self.entry_prev_term: dict[tuple[int, int], int] = {}
         self.committed: dict[int, tuple[int, bytes]] = {}
+        # Lowest term of a member seen applying each index: the entry was committed in a term no
+        # later than that, so every leader of a later term must hold it.
+        self.committed_by_term: dict[int, int] = {}
         self.max_commit = 0
         self.applied_hash: dict[int, bytes] = {}
         self.pending_reads: dict[bytes, tuple[int, int]] = {}
@@ -480,6 +483,10 @@ class Simulation:
 
     def apply_entry(self, node: SimNode, e: Entry) -> None:
         prev = self.committed.get(e.index)
+        assert node.raw is not None
+        seen = self.committed_by_term.get(e.index)
+        if seen is None or node.raw.raft.term < seen:
+            self.committed_by_term[e.index] = node.raw.raft.term
         if prev is None:
             self.committed[e.index] = (e.term, e.data)
         elif prev != (e.term, e.data):
@@ -725,14 +732,15 @@ class Simulation:
             prev_term = e.term
 
     def check_new_leader(self, node: SimNode) -> None:
-        """Leader completeness: a new leader holds every entry committed so far."""
+        """Leader completeness: a new leader holds every entry committed in an earlier term (a
+        stale leader of a lower term may miss entries committed since)."""
         assert node.raw is not None
         r = node.raw.raft
         log = r.log
         first = log.first_index()
         for index in range(max(first, 1), self.max_commit + 1):
             want = self.committed.get(index)
-            if want is None:
+            if want is None or self.committed_by_term[index] >= r.term:
                 continue
             try:
                 term = log.term(index)
