@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from cluster.api import errors
 from cluster.api.gen.etcdserverpb import rpc_pb2
 from cluster.api.gen.quorumpb import internal_pb2
@@ -429,7 +431,9 @@ class QuorumNode:
         while True:
             await asyncio.sleep(0.1)
             now = loop.time()
-            self._waiters.expire(now, errors.TIMEOUT)
+            # Without a leader etcd's proposal never enters Raft and the caller sees the raw context
+            # deadline; with one, the entry was proposed but not applied in time: ErrTimeout.
+            self._waiters.expire(now, errors.TIMEOUT if self.driver.leader.lead else _deadline_exceeded)
             self.reads.sweep(now)
 
     # ---- request pipeline ---------------------------------------------------------------------------
@@ -460,7 +464,7 @@ class QuorumNode:
             cluster_id=self.cluster_id,
             member_id=self.member_id,
             revision=self.store.current_revision if revision is None else revision,
-            raft_term=self.driver.leader.term,
+            raft_term=self.applier.applied_term,
         )
 
     def _watch_header(self, revision: int) -> bytes:
@@ -473,7 +477,7 @@ class QuorumNode:
             header.revision = revision
         elif not header.revision:
             header.revision = self.store.current_revision
-        header.raft_term = self.driver.leader.term
+        header.raft_term = self.applier.applied_term  # etcd: the term of the last applied entry
 
     # ---- status -------------------------------------------------------------------------------------
     @property
@@ -490,6 +494,10 @@ class QuorumNode:
 
     def is_leader(self) -> bool:
         return self.driver.leader.state == StateType.LEADER
+
+
+def _deadline_exceeded() -> errors.EtcdError:
+    return errors.EtcdError(grpc.StatusCode.UNKNOWN, "context deadline exceeded")
 
 
 def _ask_read_index(raw: RawNode, ctx: bytes) -> None:

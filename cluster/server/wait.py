@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 
@@ -34,7 +35,7 @@ class RequestWaiters:
     def cancel(self, request_id: int) -> None:
         self._futures.pop(request_id, None)
 
-    def expire(self, now: float, error: type[BaseException]) -> int:
+    def expire(self, now: float, error: Callable[[], BaseException]) -> int:
         """Fail every waiter whose deadline passed; returns how many."""
         expired = []
         for request_id, (_, deadline) in self._futures.items():

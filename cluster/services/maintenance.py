@@ -27,7 +27,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             dbSizeInUse=backend.size_in_use(),
             leader=node.leader_id,
             raftIndex=node.committed_index,
-            raftTerm=node.driver.leader.term,
+            raftTerm=node.applier.applied_term,
             raftAppliedIndex=node.applied_index,
             isLearner=False,
         )

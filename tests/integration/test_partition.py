@@ -403,15 +403,7 @@ def test_without_a_leader_requests_fail_and_the_cluster_recovers(cluster: Cluste
     "kind",
     [
         "etcd",
-        pytest.param(
-            "quorum",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="quorum answers a leaderless put after its request timeout with "
-                "'etcdserver: request timed out'; etcd 3.4 returns the raw context error "
-                "(Unknown: context deadline exceeded)",
-            ),
-        ),
+        "quorum",
     ],
 )
 def test_leaderless_put_outliving_the_request_timeout_fails_as_etcd(
@@ -458,14 +450,7 @@ def test_with_pre_vote_a_healed_follower_rejoins_without_an_election(
     "kind",
     [
         "etcd",
-        pytest.param(
-            "quorum",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="quorum reports the current raft term in Status.raftTerm and response headers; "
-                "etcd 3.4 reports the term of the last applied entry (EtcdServer.Term(), set in apply)",
-            ),
-        ),
+        "quorum",
     ],
 )
 def test_raft_term_reported_by_an_isolated_member_is_that_of_its_last_applied_entry(
