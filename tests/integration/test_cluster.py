@@ -62,7 +62,9 @@ def leader_of(nodes: list[NodeProcess], timeout: float = 15.0) -> NodeProcess:
     while True:
         try:
             for st in statuses(nodes):
-                if st["Status"]["leader"] == st["Status"]["header"]["member_id"]:
+                # etcdctl's JSON omits zero fields: no "leader" while a member knows of none.
+                leader = st["Status"].get("leader", 0)
+                if leader and leader == st["Status"]["header"]["member_id"]:
                     return next(n for n in nodes if n.endpoint == st["Endpoint"])
         except (AssertionError, ValueError):
             pass
@@ -84,9 +86,9 @@ def test_status_shows_exactly_one_leader_and_all_healthy(cluster: list[NodeProce
     all_eps = endpoints(cluster)
     sts = statuses(cluster)
     assert len(sts) == 3
-    leaders = {st["Status"]["leader"] for st in sts}
+    leaders = {st["Status"].get("leader", 0) for st in sts}
     assert len(leaders) == 1 and 0 not in leaders
-    is_leader = [st["Status"]["leader"] == st["Status"]["header"]["member_id"] for st in sts]
+    is_leader = [st["Status"].get("leader") == st["Status"]["header"]["member_id"] for st in sts]
     assert is_leader.count(True) == 1
     assert len({st["Status"]["raftTerm"] for st in sts}) == 1
     table = etcdctl(cluster[0].endpoint, "endpoint", "status", "--cluster", "-w", "table")
