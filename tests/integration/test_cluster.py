@@ -122,21 +122,25 @@ def test_leader_kill_9_under_load_loses_no_acknowledged_write(cluster: list[Node
     acked: list[str] = []
     stop = threading.Event()
     writers = [
-        threading.Thread(target=_writer, args=([n.endpoint for n in others], f"w{j}", acked, stop))
+        threading.Thread(
+            target=_writer, args=([n.endpoint for n in others], f"w{j}", acked, stop), daemon=True
+        )
         for j in range(4)
     ]
     for w in writers:
         w.start()
-    time.sleep(1.0)
-    killed_at = time.monotonic()
-    leader.kill(signal.SIGKILL)
-    new_leader = leader_of(others, timeout=20)
-    elected_after = time.monotonic() - killed_at
-    assert new_leader is not leader
-    time.sleep(1.0)
-    stop.set()
-    for w in writers:
-        w.join(timeout=30)
+    try:
+        time.sleep(1.0)
+        killed_at = time.monotonic()
+        leader.kill(signal.SIGKILL)
+        new_leader = leader_of(others, timeout=20)
+        elected_after = time.monotonic() - killed_at
+        assert new_leader is not leader
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for w in writers:
+            w.join(timeout=30)
     assert len(acked) > 50, "the load should have made progress"
     # New leader within a few election timeouts (0.5 s here; status polling adds its own delay).
     assert elected_after < 10, elected_after
