@@ -36,6 +36,11 @@ from cluster.storage.wal import WAL
 
 log = logging.getLogger("quorum.raft")
 
+GROUP_COMMIT_WINDOW_S = 0.005
+"""Longest a round waits for more proposals when writers are concurrent (see `_should_linger`)."""
+GROUP_COMMIT_TARGET = 64
+"""Proposals that end the window early."""
+
 
 @dataclass(slots=True)
 class LeaderState:
@@ -85,6 +90,8 @@ class RaftDriver:
         self._pending_data: list[bytes] = []
         self._pending_ids: list[int] = []
         self._read_wanted = False
+        self._last_batch = 0
+        self._linger_over = asyncio.Event()
         self._pending_steps: list[Message] = []
         self._pending_conf: list[ConfChange] = []
         self._pending_ticks = 0
@@ -101,6 +108,8 @@ class RaftDriver:
         self._pending_data.append(data)
         self._pending_ids.append(request_id)
         self._wake.set()
+        if len(self._pending_data) >= GROUP_COMMIT_TARGET:
+            self._linger_over.set()
 
     def propose_conf_change(self, cc: ConfChange) -> None:
         self._pending_conf.append(cc)
@@ -111,10 +120,12 @@ class RaftDriver:
         every reader that arrived before the round starts shares it."""
         self._read_wanted = True
         self._wake.set()
+        self._linger_over.set()
 
     def step(self, msg: Message) -> None:
         self._pending_steps.append(msg)
         self._wake.set()
+        self._linger_over.set()
 
     def call_soon(self, hook: Callable[[RawNode], None]) -> None:
         """Run `hook(raw_node)` inside the loop at the next round (for rare operations)."""
@@ -124,6 +135,7 @@ class RaftDriver:
     def stop(self) -> None:
         self._stopped = True
         self._wake.set()
+        self._linger_over.set()
 
     # ---- the loop -----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -131,6 +143,8 @@ class RaftDriver:
         try:
             while not self._stopped:
                 await self._wake.wait()
+                if self._should_linger():
+                    await self._linger()
                 self._wake.clear()
                 self._feed()
                 while self._raw.has_ready() and not self._stopped:
@@ -138,6 +152,26 @@ class RaftDriver:
         finally:
             ticker.cancel()
             self._io.shutdown(wait=True)
+
+    def _should_linger(self) -> bool:
+        """A group-commit window, like PostgreSQL's commit_delay with commit_siblings: when the last
+        round carried several proposals (writers are concurrent) and this one has few, wait briefly
+        for more before paying a round's fixed cost (Ready, WAL write and fsync, apply hand-off).
+        A lone writer never waits; peer messages and reads end the window at once."""
+        return (
+            0 < len(self._pending_data) < GROUP_COMMIT_TARGET
+            and self._last_batch >= 2
+            and not self._pending_steps
+            and not self._read_wanted
+            and self.leader.state == StateType.LEADER
+        )
+
+    async def _linger(self) -> None:
+        self._linger_over.clear()
+        try:
+            await asyncio.wait_for(self._linger_over.wait(), GROUP_COMMIT_WINDOW_S)
+        except TimeoutError:
+            pass
 
     async def _tick_forever(self) -> None:
         while True:
@@ -184,6 +218,7 @@ class RaftDriver:
         if self._pending_data:
             data, self._pending_data = self._pending_data, []
             ids, self._pending_ids = self._pending_ids, []
+            self._last_batch = len(data)
             try:
                 raw.propose_many(data)
             except ProposalDropped:
