@@ -38,8 +38,17 @@ def server_options(cfg: ServerConfig) -> list[tuple[str, int]]:
     ]
 
 
+def new_server(cfg: ServerConfig) -> grpc.aio.Server:
+    """The gRPC server engine: Quorum's own HTTP/2 engine (cluster.rpc) unless grpcio is asked for."""
+    if cfg.experimental_grpc_engine == "grpcio":
+        return grpc.aio.server(options=server_options(cfg))
+    from cluster.rpc.server import Server
+
+    return Server(options=server_options(cfg))
+
+
 def build_server(node: QuorumNode) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
-    server = grpc.aio.server(options=server_options(node.cfg))
+    server = new_server(node.cfg)
     add_service(server, "etcdserverpb.KV", KVService(node))
     add_service(server, "etcdserverpb.Maintenance", MaintenanceService(node))
     add_service(server, "etcdserverpb.Cluster", ClusterService(node))
