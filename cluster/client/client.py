@@ -24,6 +24,7 @@ from cluster.api.gen.v3electionpb import v3election_pb2, v3election_pb2_grpc
 from cluster.api.gen.v3lockpb import v3lock_pb2, v3lock_pb2_grpc
 from cluster.client.endpoints import Endpoint
 from cluster.client.errors import AuthenticationError, ClientError, DeadlineExceeded, NoEndpoints
+from cluster.client.watch_session import WatchSession
 
 MAX_ATTEMPTS = 100
 RETRY_BACKOFF = 0.025
@@ -340,10 +341,8 @@ class Client:
         )
 
     # ---- Watch ----
-    async def watch(
-        self, request: rpc_pb2.WatchCreateRequest, *, require_leader: bool = True
-    ) -> AsyncIterator[rpc_pb2.WatchResponse]:
-        """Watch one key range; yields every response (fragments joined) until it is canceled.
+    async def watch_session(self, *, require_leader: bool = True) -> WatchSession:
+        """A Watch call on which many watchers can be created (close it when done).
 
         ``require_leader`` sends clientv3's ``hasleader`` metadata so that a member without a
         leader cancels the watch instead of leaving it silent.
@@ -356,28 +355,19 @@ class Client:
         if require_leader:
             metadata.append(("hasleader", "true"))
         call = conn.stub("Watch").Watch(metadata=metadata)
+        return WatchSession(call, lambda err: _translate(err, etcd_errors.from_rpc_error(err)))
+
+    async def watch(
+        self, request: rpc_pb2.WatchCreateRequest, *, require_leader: bool = True
+    ) -> AsyncIterator[rpc_pb2.WatchResponse]:
+        """Watch one key range on a call of its own; yields every response (fragments joined) until
+        it is canceled."""
+        session = await self.watch_session(require_leader=require_leader)
         try:
-            await call.write(rpc_pb2.WatchRequest(create_request=request))
-            pending: rpc_pb2.WatchResponse | None = None
-            while True:
-                response = await call.read()
-                if response is grpc.aio.EOF:  # type: ignore[attr-defined]
-                    return
-                if pending is not None:
-                    pending.events.extend(response.events)
-                    response.ClearField("events")
-                    response.events.extend(pending.events)
-                    pending = None
-                if response.fragment:
-                    pending = response
-                    continue
+            async for response in await session.create(request):
                 yield response
-                if response.canceled:
-                    return
-        except grpc.aio.AioRpcError as err:
-            raise _translate(err, etcd_errors.from_rpc_error(err)) from None
         finally:
-            call.cancel()
+            await session.close()
 
     # ---- Election and Lock (the server runs etcd's concurrency recipes) ----
     async def campaign(
