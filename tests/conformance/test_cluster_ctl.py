@@ -89,10 +89,10 @@ def watch_and_compaction(t: Transcript) -> None:
 def leases(t: Transcript) -> None:
     out = t.run("lease", "grant", "60")
     lease = out.split()[1]
-    short = t.run("lease", "grant", "3").split()[1]
     t.run("put", f"--lease={lease}", "l/a", "1")
     t.run("put", f"--lease={lease}", "l/b", "2")
     watch = t.ctl.start("watch", "--prefix", "l/", "--rev", str(t.base + 1))
+    short = t.run("lease", "grant", "5").split()[1]  # kept alive from right after its grant
     keeper = t.ctl.start("lease", "keep-alive", short)
     keeper.wait_output(1)
     t.run("lease", "timetolive", lease, "--keys")
@@ -143,7 +143,7 @@ def election(t: Transcript) -> None:
     two.wait_output(2)
     observer.wait_output(4)
     t.record("elect E two (resigns)", *two.finish(signal.SIGINT))
-    lease = t.run("lease", "grant", "5").split()[1]
+    lease = t.run("lease", "grant", "8").split()[1]  # room for a slow candidate to queue behind
     # A candidate key whose lease is not kept alive leads until the lease expires.
     t.run("put", f"--lease={lease}", f"E/{int(lease, 16):x}", "three")
     observer.wait_output(6)

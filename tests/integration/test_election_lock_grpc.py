@@ -21,6 +21,9 @@ from cluster.api.gen.v3lockpb import v3lock_pb2_grpc
 from cluster.testing.procs import NodeProcess
 
 BLOCKED_S = 0.5
+GAVE_UP = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN)
+"""A call that times out while waiting: the client's deadline, or etcd's server noticing it first and
+answering with the context's error (UNKNOWN "context deadline exceeded")."""
 
 
 class Stubs:
@@ -127,7 +130,7 @@ def test_a_campaign_without_a_lease_gets_a_sixty_second_one_and_cancelling_withd
     assert ttl.grantedTTL == 60
     code, _ = _fails(lambda: e.Campaign(epb.CampaignRequest(name=b"n", lease=stubs.grant(), value=b"w"),
                                         timeout=1))
-    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert code in GAVE_UP
     deadline = time.monotonic() + 10
     while stubs.count(b"n/") != 1 and time.monotonic() < deadline:  # the server resigned for it
         time.sleep(0.05)
@@ -141,8 +144,7 @@ def test_lock_waits_in_creation_order_and_passes_on_unlock_revoke_or_cancel(stub
     assert (held.key, held.header.revision) == (b"l/%x" % a, 2)
     second = stubs.background(lambda: lk.Lock(lpb.LockRequest(name=b"l", lease=b), timeout=20))
     assert _blocked(second)
-    assert _fails(lambda: lk.Lock(lpb.LockRequest(name=b"l", lease=c), timeout=1))[0] == (
-        grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert _fails(lambda: lk.Lock(lpb.LockRequest(name=b"l", lease=c), timeout=1))[0] in GAVE_UP
     deadline = time.monotonic() + 10
     while stubs.count(b"l/") != 2 and time.monotonic() < deadline:  # the cancelled waiter left the queue
         time.sleep(0.05)
