@@ -22,6 +22,7 @@ from cluster.api import errors as etcd_errors
 from cluster.api.gen.etcdserverpb import rpc_pb2
 from cluster.api.gen.mvccpb import kv_pb2
 from cluster.client import go_status_text
+from cluster.client.watch_session import WatchSession
 from cluster.ctl.cobra import Command
 from cluster.ctl.exits import (
     EXIT_BAD_ARGS,
@@ -281,7 +282,7 @@ async def run_interactive(s: Session, env_key: str, env_range: str) -> None:
     """``watch -i``: one watch stream; each stdin line is ``watch ...`` (a new watcher, printed as
     its events come) or ``progress``; end of input ends the command."""
     client = s.client()
-    session = await client.watch_session()
+    session: WatchSession | None = None  # opened by the first request, as clientv3 does
     printers: set[asyncio.Task[None]] = set()
     lines = _stdin_lines(s.stdin)
     try:
@@ -303,18 +304,21 @@ async def run_interactive(s: Session, env_key: str, env_range: str) -> None:
                 except CtlExit as err:
                     s.err(f"Invalid command {line} ({err.message})\n")
                     continue
+                session = session or await client.watch_session()
                 responses = await session.create(request)
                 task = asyncio.create_task(print_responses(s, responses, args.command))
                 printers.add(task)
                 task.add_done_callback(functools.partial(_exit_on_failure, s))
             elif words[0] == "progress":
+                session = session or await client.watch_session()
                 await session.request_progress()
             else:
                 s.err(f"Invalid command {line} (only support watch)\n")
     finally:
         for task in printers:
             task.cancel()
-        await session.close()
+        if session is not None:
+            await session.close()
         await client.close()
 
 
