@@ -12,12 +12,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from cluster.api.gen.v3electionpb import v3election_pb2, v3election_pb2_grpc
-from cluster.api.gen.v3lockpb import v3lock_pb2, v3lock_pb2_grpc
+from cluster.api.gen.v3electionpb import v3election_pb2
+from cluster.api.gen.v3lockpb import v3lock_pb2
 from cluster.server.config import ServerConfig
 from cluster.server.node import QuorumNode
+from cluster.services.election import ElectionService
 from cluster.services.kv import KVService
 from cluster.services.lease import LeaseService
+from cluster.services.lock import LockService
 from cluster.services.maintenance import ClusterService, MaintenanceService
 from cluster.services.registration import add_service
 from cluster.services.watch import add_watch_service
@@ -55,8 +57,8 @@ def build_server(node: QuorumNode) -> tuple[grpc.aio.Server, health_aio.HealthSe
     add_watch_service(node, server)
     add_service(server, "etcdserverpb.Lease", LeaseService(node))
     rpc_pb2_grpc.add_AuthServicer_to_server(rpc_pb2_grpc.AuthServicer(), server)
-    v3election_pb2_grpc.add_ElectionServicer_to_server(v3election_pb2_grpc.ElectionServicer(), server)
-    v3lock_pb2_grpc.add_LockServicer_to_server(v3lock_pb2_grpc.LockServicer(), server)
+    add_service(server, "v3electionpb.Election", ElectionService(node))
+    add_service(server, "v3lockpb.Lock", LockService(node))
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [
