@@ -58,6 +58,7 @@ class KVService(rpc_pb2_grpc.KVServicer):
     async def Put(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             kv_validate.check_put(request)
+            await self._node.maintenance.check_quota("put", request)
             ir = _Internal()
             ir.put.CopyFrom(request)
             resp = await self._node.propose(ir)
@@ -87,6 +88,7 @@ class KVService(rpc_pb2_grpc.KVServicer):
                 with node.store.read() as rtx:
                     resp = node.kv.txn(rtx, request)
             else:
+                await node.maintenance.check_quota("txn", request)
                 ir = _Internal()
                 ir.txn.CopyFrom(request)
                 resp = await node.propose(ir)
