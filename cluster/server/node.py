@@ -188,17 +188,11 @@ class QuorumNode:
 
     def _create_member_log(self) -> data_dir.OpenedLog:
         cfg = self.cfg
-        peers_by_name = cfg.initial_peers
-        member_ids = ids.initial_member_ids(peers_by_name, cfg.initial_cluster_token)
-        if cfg.name not in member_ids:
+        initial = data_dir.initial_members(cfg.initial_peers, cfg.initial_cluster_token)
+        if cfg.name not in initial.ids:
             raise RuntimeError(f"couldn't find local name {cfg.name!r} in the initial cluster configuration")
-        cluster_id = ids.cluster_id(member_ids.values())
-        peers: list[tuple[int, bytes]] = []
-        for name in sorted(member_ids, key=lambda n: member_ids[n]):
-            member = internal_pb2.Member(ID=member_ids[name])
-            member.raft_attributes.peer_urls.extend(str(u) for u in peers_by_name[name])
-            peers.append((member_ids[name], member.SerializeToString()))
-        opened = data_dir.create_member_log(cfg.wal_path, member_ids[cfg.name], cluster_id, peers)
+        cluster_id = initial.cluster_id
+        opened = data_dir.create_member_log(cfg.wal_path, initial.ids[cfg.name], cluster_id, initial.peers)
         log.info("starting local member", extra={"local-member-id": ids.format_id(opened.member_id),
                                                  "cluster-id": ids.format_id(cluster_id)})
         return opened
