@@ -15,6 +15,7 @@ import hashlib
 import os
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,16 +58,22 @@ def stat_file(path: Path) -> int:
         raise SnapshotFileError(f"stat {path}: {reason[:1].lower()}{reason[1:]}") from None
 
 
-def sha256_of(path: Path, length: int) -> bytes:
-    digest = hashlib.sha256()
+def read_blocks(path: Path, length: int) -> Iterator[bytes]:
+    """The first ``length`` bytes of ``path`` in blocks of at most 1 MiB."""
     with open(path, "rb") as f:
         left = length
         while left > 0:
             block = f.read(min(_COPY_CHUNK, left))
             if not block:
-                break
-            digest.update(block)
+                return
+            yield block
             left -= len(block)
+
+
+def sha256_of(path: Path, length: int) -> bytes:
+    digest = hashlib.sha256()
+    for block in read_blocks(path, length):
+        digest.update(block)
     return digest.digest()
 
 

@@ -34,6 +34,7 @@ from cluster.snapshot.file import (
     check_lmdb,
     go_bytes,
     has_checksum,
+    read_blocks,
     sha256_of,
     stored_sha256,
 )
@@ -43,8 +44,6 @@ from cluster.storage.wal import WalSnapshot
 
 Event = Callable[[str, Mapping[str, object]], None]
 """``(message, fields)``: what etcdctl's restore logs (restoring snapshot, added member, ...)."""
-
-_COPY_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -114,14 +113,9 @@ def _save_db(source: Path, dest: Path, skip_hash_check: bool) -> None:
             raise SnapshotFileError(f"expected sha256 {go_bytes(want)}, got {go_bytes(got)}")
     check_lmdb(source, data_size)
     dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(source, "rb") as src, open(dest, "wb") as out:
-        left = data_size
-        while left > 0:
-            block = src.read(min(_COPY_CHUNK, left))
-            if not block:
-                break
+    with open(dest, "wb") as out:
+        for block in read_blocks(source, data_size):
             out.write(block)
-            left -= len(block)
         out.flush()
         os.fsync(out.fileno())
 
