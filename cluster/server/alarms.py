@@ -153,8 +153,10 @@ def request_cost(kind: str, req: Any) -> int:
 
 
 def alarm_text(member: rpc_pb2.AlarmMember) -> str:
-    """gogoproto's compact text of an AlarmMember, as etcd puts it in StatusResponse.errors."""
-    return f"memberID:{member.memberID} alarm:{rpc_pb2.AlarmType.Name(member.alarm)} "
+    """gogoproto's compact text of an AlarmMember (zero fields omitted), as etcd puts it in
+    StatusResponse.errors."""
+    text = f"memberID:{member.memberID} " if member.memberID else ""
+    return text + (f"alarm:{rpc_pb2.AlarmType.Name(member.alarm)} " if member.alarm else "")
 
 
 def _encode(key: AlarmKey) -> bytes:
