@@ -26,7 +26,8 @@ def last_line(text: str) -> str:
 def test_periodic_auto_compaction_compacts_what_is_older_than_the_retention(
     node_factory: NodeFactory, node_kind: str
 ) -> None:
-    node = node_factory(node_kind, flags=["--auto-compaction-mode=periodic", "--auto-compaction-retention=1s"])
+    flags = ["--auto-compaction-mode=periodic", "--auto-compaction-retention=1s"]
+    node = node_factory(node_kind, flags=flags)
     assert etcdctl(node.endpoint, "put", "a", "1").returncode == 0  # revision 2
     deadline = time.monotonic() + 15
     while True:
@@ -98,7 +99,8 @@ def test_nospace_alarm_survives_a_restart_until_disarmed(node_factory: NodeFacto
     node.restart()
     assert etcdctl(node.endpoint, "alarm", "list").stdout == alarms
     done = etcdctl(node.endpoint, "lease", "grant", "10")
-    assert last_line(done.stderr) == "Error: failed to grant lease (etcdserver: mvcc: database space exceeded)"
+    no_space = "etcdserver: mvcc: database space exceeded"
+    assert last_line(done.stderr) == f"Error: failed to grant lease ({no_space})"
     done = etcdctl(node.endpoint, "txn", input='\n\nput a b\n\n')
     assert last_line(done.stderr) == "Error: etcdserver: mvcc: database space exceeded"
     assert etcdctl(node.endpoint, "del", "key").stdout == "1\n"  # deletes still pass
