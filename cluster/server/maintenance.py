@@ -55,6 +55,7 @@ class Maintenance:
         log_quota(cfg.quota_bytes, cfg.quota_backend_bytes)
         self.corruption = CorruptionChecker(node, self)
         self._defrag_lock = asyncio.Lock()
+        _remove_leftovers(Path(cfg.snap_dir), node.backend.path)
 
     def start(self, spawn: Spawn) -> None:
         node = self._node
@@ -173,3 +174,9 @@ class Maintenance:
             "local-member-id": ids.format_id(lead), "old-leader-member-id": ids.format_id(lead),
             "new-leader-member-id": ids.format_id(transferee),
             "took": f"{time.perf_counter() - started:.6f}s"})
+
+
+def _remove_leftovers(snap_dir: Path, db: Path) -> None:
+    """Temporary files a crash may have left: client snapshot copies and a half-written defrag copy."""
+    for path in [*snap_dir.glob("client-snapshot-*.db"), db.with_name(db.name + ".defrag")]:
+        path.unlink(missing_ok=True)
