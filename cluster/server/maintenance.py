@@ -48,7 +48,8 @@ class Maintenance:
         self.alarms = AlarmStore(node.backend)
         node.applier.register("alarm", self.alarms.apply)
         node.applier.add_check(self.alarms.check_write)
-        self.quota = BackendQuota(node.backend.size, cfg.quota_bytes)
+        self._db_size = node.backend.size()
+        self.quota = BackendQuota(lambda: self._db_size, cfg.quota_bytes)
         self.alarmer = QuotaAlarmer(self.quota, self.alarms, node.member_id, node.propose)
         if self.quota.enabled:
             node.applier.add_result_filter(self.alarmer.filter_result)
@@ -59,7 +60,7 @@ class Maintenance:
 
     def start(self, spawn: Spawn) -> None:
         node = self._node
-        node.add_apply_listener(self.alarmer.after_apply)
+        node.add_apply_listener(self._after_apply)
         compactor = new_compactor(node.cfg, node)
         if compactor is not None:
             spawn(compactor.run(), "auto-compactor")
@@ -69,10 +70,20 @@ class Maintenance:
     def reload(self) -> None:
         self.alarms.reload()
 
-    async def check_quota(self, kind: str, req: Any) -> None:
-        """Refuse (and raise NOSPACE) when a Put, Txn or LeaseGrant would not fit the quota."""
-        if self.quota.enabled:
-            await self.alarmer.check(kind, req)
+    def _after_apply(self, outcome: object) -> None:
+        """Once per applied batch: the size the quota compares with (a stat per request would cost
+        more than the check), and the alarm an applied write asked for."""
+        self._db_size = self._node.backend.size()
+        self.alarmer.after_apply(outcome)
+
+    def over_quota(self, kind: str, req: Any) -> bool:
+        """Cheap and synchronous: would this Put, Txn or LeaseGrant not fit? (Then `refuse_over_quota`.)"""
+        return not self.quota.available(kind, req)
+
+    async def refuse_over_quota(self) -> None:
+        """Raise NOSPACE for this member through Raft, then fail the request (etcd's quotaAlarmer)."""
+        await self.alarmer.raise_alarm()
+        raise errors.NO_SPACE()
 
     # -- defrag ---------------------------------------------------------------------------------------
 
@@ -106,6 +117,7 @@ class Maintenance:
             finally:
                 backend.release_exclusive()
             size2, in_use2 = backend.size(), backend.size_in_use()
+            self._db_size = size2
             log.info("defragmented", extra={
                 "path": str(backend.path), "current-db-size-bytes-diff": size2 - size1,
                 "current-db-size-bytes": size2, "current-db-size": humanize_bytes(size2),

@@ -52,7 +52,8 @@ def log_quota(limit: int, configured: int) -> None:
 
 
 class BackendQuota:
-    """``available(kind, req)``: would the request still fit? Cheap: one stat of the backend file."""
+    """``available(kind, req)``: would the request still fit? ``size`` is called per check (the node
+    passes a size cached once per applied batch)."""
 
     def __init__(self, size: Callable[[], int], limit: int) -> None:
         self._size = size
@@ -84,13 +85,6 @@ class QuotaAlarmer:
         self._tasks: set[asyncio.Future[None]] = set()
         self.exceeded_at_apply = False
         """Set on the apply thread when an applied write exceeded the quota (the loop raises the alarm)."""
-
-    async def check(self, kind: str, req: Any) -> None:
-        """The edge check: raise the alarm (and wait for it) and refuse when the request does not fit."""
-        if self.quota.available(kind, req):
-            return
-        await self.raise_alarm()
-        raise errors.NO_SPACE()
 
     async def raise_alarm(self) -> None:
         """Propose NOSPACE for this member unless it is already active; concurrent callers share one

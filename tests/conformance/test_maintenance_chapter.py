@@ -227,7 +227,8 @@ def test_restore_refuses_a_corrupt_or_truncated_snapshot(tmp_path: Path) -> None
         node.start()
         etcdctl(node.endpoint, "put", "k", "v")
         snap = tmp_path / "s.db"
-        assert etcdctl(node.endpoint, "snapshot", "save", str(snap)).returncode == 0
+        saved = quorumctl(node.endpoint, "snapshot", "save", str(snap))
+        assert saved.stdout == f"Snapshot saved at {snap}\n", saved.stderr
     finally:
         node.close()
     data = snap.read_bytes()
