@@ -352,9 +352,14 @@ class QuorumNode:
         self._wal.save_snapshot(WalSnapshot(index, term))
         await self._apply_idle.wait()
         async with self._compaction_lock:  # no compaction batch may run on the old file meanwhile
-            self.backend.replace_with(db)
-        self.store.reload()
-        self.reload_backend_state()
+            # nor a worker-thread copy or hash (client snapshot, peer snapshot): wait for them
+            await asyncio.get_running_loop().run_in_executor(None, self.backend.acquire_exclusive)
+            try:
+                self.backend.replace_with(db)
+                self.store.reload()
+                self.reload_backend_state()
+            finally:
+                self.backend.release_exclusive()
         self.watch_hub.restore()
         self._snap_index = index
         self._index_waiters.advance(self.applier.applied_index)

@@ -8,9 +8,11 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import lmdb
 import pytest
 
+from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from cluster.testing.procs import NodeProcess, etcdctl
 from cluster.testing.rawkv import RawKV
 from tests.conftest import NodeFactory
@@ -139,6 +141,10 @@ def test_hashkv_agrees_across_members_and_corruption_is_detected(node_factory: N
         hashes = _hashkv(endpoints, rev)
         assert len({h["HashKV"]["hash"] for h in hashes}) == 1, hashes
     assert _hashkv(endpoints, 3)[0]["HashKV"]["hash"] != _hashkv(endpoints, 0)[0]["HashKV"]["hash"]
+    deadline = time.monotonic() + 10  # Maintenance.Hash covers the whole backend: once all applied
+    while len({_backend_hash(n) for n in nodes}) != 1:
+        assert time.monotonic() < deadline, [_backend_hash(n) for n in nodes]
+        time.sleep(0.2)
     # One member's disk rots while it is down: it refuses to start with the initial check, and once it
     # runs without it, the leader's periodic check raises CORRUPT for the cluster.
     victim = next(n for n in nodes if json.loads(etcdctl(n.endpoint, "endpoint", "status", "-w", "json")
@@ -156,6 +162,12 @@ def test_hashkv_agrees_across_members_and_corruption_is_detected(node_factory: N
     assert etcdctl(endpoints, "alarm", "list").stdout == "alarm:CORRUPT \n"  # member 0, omitted as etcdctl
     done = etcdctl(nodes[0].endpoint, "put", "x", "y")
     assert last_line(done.stderr) == "Error: etcdserver: corrupt cluster"
+
+
+def _backend_hash(node: NodeProcess) -> tuple[int, int]:
+    with grpc.insecure_channel(node.endpoint) as channel:
+        resp = rpc_pb2_grpc.MaintenanceStub(channel).Hash(rpc_pb2.HashRequest(), timeout=10)
+    return resp.hash, resp.header.revision
 
 
 def _member_id(node: NodeProcess) -> int:
