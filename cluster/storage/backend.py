@@ -28,9 +28,11 @@ created at open; :meth:`bucket` opens others lazily and must not be called insid
 
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,7 +41,7 @@ from typing import TypeVar
 
 import lmdb
 
-__all__ = ["DEFAULT_MAP_SIZE", "KNOWN_BUCKETS", "Backend", "BackendGrown"]
+__all__ = ["DEFAULT_MAP_SIZE", "KNOWN_BUCKETS", "Backend", "BackendGrown", "defrag_offline"]
 
 DEFAULT_MAP_SIZE = 64 << 30
 """Initial LMDB map size: virtual address space, not disk (8x etcd's largest suggested quota)."""
@@ -292,3 +294,30 @@ class Backend:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def defrag_offline(path: Path, on_wait: Callable[[], None] | None = None) -> None:
+    """Defragment the database at ``path`` of a member that is not running (``defrag --data-dir``).
+
+    A running member holds a lock on LMDB's lock file; this waits (calling ``on_wait`` once, after a
+    second) until nobody does, then holds an exclusive lock for the whole rewrite so the member cannot
+    start on the file meanwhile.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"open {path}: no such file or directory")
+    lock_path = path.with_name(path.name + "-lock")
+    with open(lock_path, "a+b") as lock:
+        started = time.monotonic()
+        warned = False
+        while True:
+            try:
+                fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+                break
+            except OSError:
+                if not warned and time.monotonic() - started >= 1.0 and on_wait is not None:
+                    on_wait()
+                    warned = True
+                time.sleep(0.1)
+        with Backend(path) as backend:  # our own fcntl lock is per process: LMDB opens alongside it
+            backend.defrag()

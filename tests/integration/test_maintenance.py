@@ -4,6 +4,7 @@ alarms surviving a restart, HashKV at a revision, and the corruption checks."""
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import lmdb
 import pytest
 
 from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from cluster.testing.procs import NodeProcess, etcdctl
+from cluster.testing.procs import NodeProcess, etcdctl, quorumctl
 from cluster.testing.rawkv import RawKV
 from tests.conftest import NodeFactory
 
@@ -173,3 +174,24 @@ def _backend_hash(node: NodeProcess) -> tuple[int, int]:
 def _member_id(node: NodeProcess) -> int:
     out = json.loads(etcdctl(node.endpoint, "endpoint", "status", "-w", "json").stdout)
     return int(out[0]["Status"]["header"]["member_id"])
+
+
+def test_offline_defrag_waits_for_the_member_then_rewrites_its_database(node_factory: NodeFactory) -> None:
+    node = node_factory("quorum")
+    with RawKV(node.endpoint) as kv:
+        for i in range(50):
+            kv.put(b"k%d" % i, b"x" * 10_000)
+    etcdctl(node.endpoint, "del", "k1", "k4")  # k1, k10..k19, k2.., k3..: most of the keys
+    status = json.loads(etcdctl(node.endpoint, "endpoint", "status", "-w", "json").stdout)[0]["Status"]
+    etcdctl(node.endpoint, "compact", str(status["header"]["revision"]), "--physical")
+    db = Path(node.data_dir) / "member" / "snap" / "db"
+    with pytest.raises(subprocess.TimeoutExpired):  # the running member holds LMDB's lock
+        quorumctl(node.endpoint, "defrag", f"--data-dir={node.data_dir}", timeout=2.5)
+    node.terminate()
+    before = db.stat().st_size
+    done = quorumctl(node.endpoint, "defrag", f"--data-dir={node.data_dir}")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert db.stat().st_size < before // 2
+    node.start()
+    keys = etcdctl(node.endpoint, "get", "k", "--prefix", "--keys-only").stdout.split()
+    assert keys == sorted(f"k{i}" for i in range(50) if not ("k1" <= f"k{i}" < "k4"))
