@@ -93,8 +93,22 @@ def _server_config(cfg: RestoreConfig) -> ServerConfig:
                          initial_advertise_peer_urls=parse_urls(cfg.peer_urls))
         validate_initial_cluster(server)
     except ValueError as exc:
-        raise SnapshotFileError(str(exc)) from None
+        message = str(exc)
+        if message.startswith("--initial-cluster has"):
+            message += _urls_differ(server)
+        raise SnapshotFileError(message) from None
     return server
+
+
+def _urls_differ(server: ServerConfig) -> str:
+    """etcd's netutil detail when the advertised and listed peer URLs differ (restore's message)."""
+    ours = sorted(str(u) for u in server.initial_advertise_peer_urls)
+    listed = sorted(str(u) for u in server.initial_peers.get(server.name, ()))
+    if len(ours) != len(listed):
+        quoted = [" ".join(f'"{u}"' for u in urls) for urls in (ours, listed)]
+        return f" (len([{quoted[0]}]) != len([{quoted[1]}]))"
+    a, b = next(((x, y) for x, y in zip(ours, listed, strict=True) if x != y), ("", ""))
+    return f' (resolved urls: "{a}" != "{b}")'
 
 
 def _save_db(source: Path, dest: Path, skip_hash_check: bool) -> None:

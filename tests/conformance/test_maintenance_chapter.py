@@ -16,6 +16,7 @@ members raised NOSPACE, and the sizes in `endpoint status`.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster.ctl import main as ctl_main
 from cluster.testing.ports import free_port
 from cluster.testing.procs import NodeProcess, cluster_of, etcdctl, make_node, quorumctl
 from tests.conftest import require_etcd, require_etcdctl
@@ -255,3 +257,39 @@ def test_restore_refuses_a_corrupt_or_truncated_snapshot(tmp_path: Path) -> None
     done = quorumctl("127.0.0.1:1", "snapshot", "status", str(snap), "-w", "json")
     status = json.loads(done.stdout)
     assert status["revision"] == 2 and status["totalSize"] == len(data) - 32
+
+
+RESTORE_ARG_ERRORS = [
+    ("--name=a", "--initial-cluster=a=http://127.0.0.1:1", "--initial-advertise-peer-urls=http://127.0.0.1:2"),
+    ("--name=a", "--initial-cluster=a=http://127.0.0.1:1",
+     "--initial-advertise-peer-urls=http://127.0.0.1:2,http://127.0.0.1:3"),
+    ("--name=a", "--initial-cluster=a=http://127.0.0.1:1,b=http://127.0.0.1:1",
+     "--initial-advertise-peer-urls=http://127.0.0.1:1"),
+    ("--name=a", "--initial-cluster=a=bad", "--initial-advertise-peer-urls=http://127.0.0.1:1"),
+    ("--name=zz", "--initial-cluster=a=http://127.0.0.1:1"),
+    ("--data-dir={existing}",),
+    (),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("args", RESTORE_ARG_ERRORS, ids=lambda a: " ".join(a) or "no-args")
+def test_restore_argument_errors_match_etcdctl(tmp_path: Path, args: tuple[str, ...]) -> None:
+    require_etcdctl()
+    (tmp_path / "existing").mkdir()
+    snap = tmp_path / "any.db"
+    snap.write_bytes(b"\0" * 4128)
+    argv = [a.format(existing=tmp_path / "existing") for a in args]
+    if not any(a.startswith("--data-dir") for a in argv):
+        argv.append(f"--data-dir={tmp_path / 'out'}")
+    cmd = ["snapshot", "restore", str(snap), *argv] if args else ["snapshot", "restore"]
+    theirs = etcdctl("127.0.0.1:1", *cmd)
+    out, err = io.BytesIO(), io.BytesIO()  # quorumctl in-process: these fail before any connection
+    code = ctl_main.run(cmd, io.BytesIO(), out, err, environ={"ETCDCTL_API": "3"})
+    assert (code, out.getvalue().decode(), last_error(err.getvalue().decode())) == (
+        theirs.returncode, theirs.stdout, last_error(theirs.stderr))
+    assert not (tmp_path / "out").exists()
+
+
+def last_error(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if not line.startswith('{"level"')]
+    return lines[-1] if lines else ""
