@@ -13,6 +13,7 @@ Clients see writes stall for the duration, as with etcd (whose defrag holds the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import tempfile
@@ -134,7 +135,8 @@ class Maintenance:
         os.close(fd)
         path = Path(name)
         try:
-            await asyncio.get_running_loop().run_in_executor(None, self._node.backend.copy_to, path, False)
+            copy = functools.partial(self._node.backend.copy_to, path, compact=False, durable=False)
+            await asyncio.get_running_loop().run_in_executor(None, copy)
         except BaseException:
             path.unlink(missing_ok=True)
             raise

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf.internal.encoder import _VarintBytes  # type: ignore[attr-defined]
 
 from cluster.api import errors
 from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
@@ -80,12 +81,17 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             digest = hashlib.sha256()
             sent = 0
             with path.open("rb") as f:
-                while sent < total:
-                    blob = await asyncio.to_thread(_read_and_hash, f, digest)
-                    if not blob:
+                # The next message is read and hashed in a thread while gRPC sends the current one.
+                ahead = _read_ahead(f, digest, total)
+                while True:
+                    n, message = await ahead
+                    sent += n
+                    if not n or sent >= total:
                         break
-                    sent += len(blob)
-                    yield rpc_pb2.SnapshotResponse(remaining_bytes=total - sent, blob=blob)
+                    ahead = _read_ahead(f, digest, total - sent)
+                    yield message
+                if n:
+                    yield message
             sha = digest.digest()
             log.info("sending database sha256 checksum to client",
                      extra={"total-bytes": total, "checksum-size": len(sha)})
@@ -119,10 +125,25 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         return rpc_pb2.MoveLeaderResponse()  # etcd's has no header
 
 
-def _read_and_hash(f: Any, digest: Any) -> bytes:
+def _read_ahead(f: Any, digest: Any, remaining: int) -> asyncio.Future[tuple[int, bytes]]:
+    ahead = asyncio.ensure_future(asyncio.to_thread(_next_message, f, digest, remaining))
+    ahead.add_done_callback(_consume_error)  # a client that goes away leaves one read behind
+    return ahead
+
+
+def _consume_error(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _next_message(f: Any, digest: Any, remaining: int) -> tuple[int, bytes]:
+    """Read, hash and encode the next SnapshotResponse in a worker thread (the event loop only hands
+    the bytes to gRPC; the servicer's serializer passes bytes through)."""
     blob: bytes = f.read(SNAPSHOT_CHUNK_BYTES)
     digest.update(blob)
-    return blob
+    left = remaining - len(blob)
+    head = (b"\x10" + _VarintBytes(left) if left else b"") + b"\x1a" + _VarintBytes(len(blob))
+    return len(blob), head + blob
 
 
 class ClusterService(rpc_pb2_grpc.ClusterServicer):

@@ -230,8 +230,9 @@ class Backend:
             self._exclusive = False
             self._gate.notify_all()
 
-    def copy_to(self, dest: Path, compact: bool = True) -> None:
-        """A consistent copy of the whole database (a snapshot); ``compact`` drops free pages."""
+    def copy_to(self, dest: Path, compact: bool = True, durable: bool = True) -> None:
+        """A consistent copy of the whole database (a snapshot); ``compact`` drops free pages;
+        ``durable=False`` skips the fsync (a temporary copy that is streamed and deleted)."""
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.exists():
@@ -239,7 +240,8 @@ class Backend:
         with self.pinned(), open(dest, "wb") as f:
             self._env.copyfd(f.fileno(), compact=compact)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
 
     def defrag_copy(self) -> Path:
         """First half of a defrag: a compacted copy beside the database (nothing may write meanwhile)."""
