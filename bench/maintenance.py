@@ -4,12 +4,13 @@ Usage:
     python bench/maintenance.py                    # both subjects, 1 GiB, appends to docs/performance.md
     python bench/maintenance.py --gib 0.2 --no-write --subjects quorum
 
-For each subject: a fresh single node (quota 8 GiB) is filled over gRPC with distinct keys holding
-1 MB values until `endpoint status` reports a database of at least the target size; then the real
-`etcdctl snapshot save` is timed (the server copies and streams the database, the client writes and
-fsyncs it); then the older half of the keys is deleted, the store compacted (physically), and `etcdctl defrag`
-timed, with the database size before and after. Load average is recorded before and after each
-subject because the machine is shared. This is a measurement tool, not a test.
+For each subject and round (order alternating): a fresh single node (quota 8 GiB) is filled
+over gRPC with distinct keys holding 1 MB values until `endpoint status` reports a database of at
+least the target size; then the real `etcdctl snapshot save` is timed (the server copies and
+streams the database, the client writes and fsyncs it); then the older half of the keys is
+deleted, the store compacted (physically), and `etcdctl defrag` timed, with the database size
+before and after. Load average is recorded before and after each run because the machine is
+shared. This is a measurement tool, not a test.
 """
 
 from __future__ import annotations
@@ -149,15 +150,18 @@ def main() -> None:
     )
     parser.add_argument("--gib", type=float, default=1.0, help="database size to fill to (GiB)")
     parser.add_argument("--subjects", default="etcd,quorum")
+    parser.add_argument("--rounds", type=int, default=2, help="runs per subject, order alternating")
     parser.add_argument("--no-write", action="store_true", help="do not append to docs/performance.md")
     args = parser.parse_args()
     target = int(args.gib * (1 << 30))
     results = []
+    subjects = args.subjects.split(",")
     with tempfile.TemporaryDirectory(prefix="bench-maint-") as scratch:
-        for kind in args.subjects.split(","):
-            result = run_subject(kind, target, Path(scratch))
-            print(result, flush=True)
-            results.append(result)
+        for round_ in range(args.rounds):
+            for kind in subjects if round_ % 2 == 0 else subjects[::-1]:  # alternate: drift hits both
+                result = run_subject(kind, target, Path(scratch))
+                print(result, flush=True)
+                results.append(result)
     text = table(results)
     print(text)
     if args.no_write:
