@@ -1,15 +1,29 @@
-"""Compare Quorum with real etcd: the same ebench command against each, fresh nodes, alternating.
+"""Compare Quorum with real etcd: the same ebench command against each, fresh clusters, alternating.
 
 Usage:
     python bench/compare.py --ebench PATH            # or EBENCH=PATH python bench/compare.py
     python bench/compare.py --subjects etcd,etcd     # validate the harness: etcd against itself
     python bench/compare.py --workloads put-64c --rounds 3 --scale 0.2 --no-write
 
-For every workload and round, each subject gets a brand-new single node (fresh data dir, same flags, on
-loopback) and the identical ebench command line; subjects alternate within a round so that drift in the
-machine's load affects both. The table shows each run, then per workload the median ops/s, p50 and p99
-of each subject and the ratio of the second subject to the first (quorum/etcd by default). Unless
---no-write is given, a dated section with the command lines and the table is appended to
+The 3-node benchmarks of issue 3 (puts and ranges) and issue 4 (watch fan-out, lease keep-alive), each
+run on a quiet machine and appended to docs/performance.md:
+
+    EBENCH=$(../shared/bench/build-ebench.sh) python bench/compare.py --members 3 \
+        --workloads put-64c,put-1c,range-s-64c,range-l-64c
+    EBENCH=$(../shared/bench/build-ebench.sh) python bench/compare.py --members 3 \
+        --workloads watch-1000w,lease-keepalive-1000
+
+For every workload and round, each subject gets a brand-new cluster of --members members (default 1:
+a single node), named m1..mN, on 127.0.0.1 with distinct free ports, fresh data dirs and the same
+flags, and the identical ebench command line; subjects alternate within a round so that drift in the
+machine's load affects both. ebench gets every member's client address: its connection i dials member
+i mod N, so the 8-connection workloads spread over all members (etcd's "to all members"), while the
+workloads with one writer whose latency would depend on which member won the election (put-1c,
+watch-1000w) add --target-leader in a multi-member cluster. The table shows each run (with the leader
+and any raft term change during it: an election mid-run), then per workload the median ops/s, p50 and
+p99 of each subject, the ratio of the second subject to the first (quorum/etcd by default) and, where an
+issue sets one for the topology (FLOORS), the floor and whether the medians meet it. Unless --no-write is
+given, a dated section with the topology, the command lines and the tables is appended to
 docs/performance.md. This is a measurement tool, not a test.
 """
 
@@ -18,35 +32,57 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import platform
 import shlex
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import grpc
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from cluster.testing.procs import NodeProcess, etcd_binary, make_node  # noqa: E402
+from cluster.testing.procs import NodeProcess, NodeStartError, cluster_of, etcd_binary  # noqa: E402
 from cluster.testing.rawkv import RawKV  # noqa: E402
 
-ENDPOINT = "{endpoint}"
+ENDPOINTS = "{endpoints}"
 
 
 @dataclass(frozen=True, slots=True)
 class Workload:
+    """One ebench command; ``total`` (times --scale) goes to ``scaled_flag``, at least ``minimum``."""
+
     name: str
     args: str
     total: int
     preload_range_key: bool = False
+    scaled_flag: str = "--total"
+    minimum: int = 100
+    leader_only: bool = False
+    """One writer whose latency depends on the member it talks to: --target-leader when N > 1."""
+    measures: str = ""
+    """What ops and latency count when they are not plain request round trips."""
 
-    def command(self, ebench: str, endpoint: str, scale: float) -> list[str]:
-        total = max(100, int(self.total * scale))
-        return [ebench, *shlex.split(self.args), "--endpoints", endpoint, "--total", str(total)]
+    def command(self, ebench: str, endpoints: str, scale: float, target_leader: bool = False) -> list[str]:
+        count = max(self.minimum, int(self.total * scale))
+        leader = ["--target-leader"] if target_leader else []
+        return [
+            ebench,
+            *shlex.split(self.args),
+            "--endpoints",
+            endpoints,
+            *leader,
+            self.scaled_flag,
+            str(count),
+        ]
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -61,6 +97,7 @@ WORKLOADS: dict[str, Workload] = {
             "put-1c",
             "put --conns 1 --clients 1 --val-size 256 --sequential-keys --key-space-size 100000",
             5_000,
+            leader_only=True,
         ),
         Workload(
             "range-s-64c",
@@ -74,7 +111,61 @@ WORKLOADS: dict[str, Workload] = {
             100_000,
             preload_range_key=True,
         ),
+        Workload(
+            "watch-1000w",
+            "watch --watchers 1000 --streams 10 --key k --put-clients 1",
+            100,
+            scaled_flag="--puts",
+            minimum=10,
+            leader_only=True,
+            measures="ops/s = events delivered per second (watchers x puts, from the first put to the "
+            "last event); latency = put issued -> event received; errors include missing events",
+        ),
+        Workload(
+            "lease-keepalive-1000",
+            # The cluster is thrown away after the run: revoking 1,000 leases one by one is not measured
+            # and would only lengthen it.
+            "lease-keepalive --leases 1000 --conns 8 --clients 64 --revoke=false",
+            100_000,
+            measures="ops/s = keep-alive round trips per second (one LeaseKeepAlive stream per client, "
+            "lockstep); the 1,000 grants before it are not counted",
+        ),
     )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Floor:
+    """What an issue demands of the second subject against the first, judged on the medians."""
+
+    metric: str
+    """"ops_per_s": the ratio must be at least ``ratio``; "p50_ms": at most ``ratio``."""
+    ratio: float
+    source: str
+
+    def meets(self, ratio: float) -> bool | None:
+        if math.isnan(ratio):
+            return None
+        return ratio >= self.ratio if self.metric == "ops_per_s" else ratio <= self.ratio
+
+    def describe(self) -> str:
+        bound = f"ops/s >= {self.ratio:g}x" if self.metric == "ops_per_s" else f"p50 <= {self.ratio:g}x"
+        return f"{bound} ({self.source})"
+
+
+# Floors by cluster size: issue 2 for a single node, issues 3 and 4 for three members.
+FLOORS: dict[int, dict[str, Floor]] = {
+    1: {
+        "put-64c": Floor("ops_per_s", 0.25, "issue 2"),
+        "range-s-64c": Floor("ops_per_s", 0.25, "issue 2"),
+    },
+    3: {
+        "put-64c": Floor("ops_per_s", 0.5, "issue 3"),
+        "put-1c": Floor("p50_ms", 2.0, "issue 3"),
+        "range-l-64c": Floor("ops_per_s", 0.5, "issue 3"),
+        "watch-1000w": Floor("ops_per_s", 0.3, "issue 4"),
+        "lease-keepalive-1000": Floor("ops_per_s", 0.5, "issue 4"),
+    },
 }
 
 
@@ -90,10 +181,71 @@ class Run:
     ops: int
     server_cpu_s: float
     command: str
+    leader: str = ""
+    term_changes: int = 0
+    """Raft term increase during the run: non-zero means an election (attempt) disturbed it."""
 
     @property
     def server_cpu_us_per_op(self) -> float:
         return self.server_cpu_s / self.ops * 1e6 if self.ops else 0.0
+
+
+def run_from_result(
+    result: dict[str, Any],
+    workload: str,
+    subject: str,
+    round_no: int,
+    command: str,
+    server_cpu_s: float = 0.0,
+    leader: str = "",
+    term_changes: int = 0,
+) -> Run:
+    """A Run from ebench's JSON line and what the harness saw of the cluster around it."""
+    return Run(
+        workload,
+        subject,
+        round_no,
+        float(result["ops_per_s"]),
+        float(result["p50_ms"]),
+        float(result["p99_ms"]),
+        int(result.get("errors", 0)),
+        int(result["ops"]),
+        server_cpu_s,
+        command,
+        leader,
+        term_changes,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A run that produced no result (the cluster did not start, ebench failed or timed out)."""
+
+    workload: str
+    subject: str
+    round: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What every run of one invocation shares."""
+
+    ebench: str
+    members: int = 1
+    flags: tuple[str, ...] = ()
+    scale: float = 1.0
+    target_leader: bool = False
+    """Send every workload's traffic to the leader, not only the leader-only ones."""
+
+    def command(self, workload: Workload, endpoints: str) -> list[str]:
+        to_leader = self.target_leader or (workload.leader_only and self.members > 1)
+        return workload.command(self.ebench, endpoints, self.scale, to_leader)
+
+    def shown(self, workload: Workload) -> str:
+        """The command line as the report prints it: ``ebench``, endpoints as a placeholder."""
+        words = ["ebench", *self.command(workload, ENDPOINTS)[1:]]
+        return " ".join(w if w == ENDPOINTS else shlex.quote(w) for w in words)
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -106,53 +258,107 @@ def process_cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def start_subject(kind: str, flags: list[str]) -> NodeProcess:
-    node = make_node(kind.split("#")[0], flags=flags)
-    node.start(timeout=60)
-    return node
+class FreshCluster:
+    """A brand-new cluster of one kind for one run: members m1..mN on loopback, all closed on exit."""
+
+    def __init__(self, kind: str, members: int, flags: tuple[str, ...]) -> None:
+        self.nodes: list[NodeProcess] = cluster_of(kind, members, flags=flags)
+
+    def start(self) -> FreshCluster:
+        """Start every member, then wait until each serves and one of them leads."""
+        try:
+            for node in self.nodes:
+                node.start(wait=False)
+            for node in self.nodes:
+                node.wait_ready(timeout=60)
+            self.leader(timeout=30)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __enter__(self) -> FreshCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+    @property
+    def endpoints(self) -> str:
+        return ",".join(n.endpoint for n in self.nodes)
+
+    def cpu_seconds(self) -> float:
+        return sum(process_cpu_seconds(n.pid) for n in self.nodes if n.pid is not None)
+
+    def leader(self, timeout: float = 10.0) -> tuple[str, int]:
+        """The leader's member name and the highest raft term any member reports."""
+        deadline = time.monotonic() + timeout
+        while True:
+            name, term = "", 0
+            for node in self.nodes:
+                try:
+                    with RawKV(node.endpoint) as kv:
+                        st = kv.status(timeout=2)
+                except grpc.RpcError:
+                    continue
+                term = max(term, st.raft_term)
+                if st.is_leader:
+                    name = node.name
+            if name or time.monotonic() > deadline:
+                return name or "?", term
+            time.sleep(0.1)
 
 
-def run_one(
-    ebench: str, workload: Workload, subject: str, round_no: int, flags: list[str], scale: float
-) -> Run:
-    node = start_subject(subject, flags)
-    try:
+def start_cluster(kind: str, settings: Settings, attempts: int = 3) -> FreshCluster:
+    """Start a fresh cluster, retrying when a member fails to start (another suite on this machine may
+    take a free port between our choosing it and the member binding it)."""
+    for attempt in range(attempts):
+        try:
+            return FreshCluster(kind.split("#")[0], settings.members, settings.flags).start()
+        except NodeStartError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def run_one(settings: Settings, workload: Workload, subject: str, round_no: int) -> Run:
+    with start_cluster(subject, settings) as cluster:
         if workload.preload_range_key:
-            with RawKV(node.endpoint) as kv:
+            with RawKV(cluster.nodes[0].endpoint) as kv:
                 kv.put(b"foo", b"v" * 256)
-        cmd = workload.command(ebench, node.endpoint, scale)
-        assert node.pid is not None
-        cpu_before = process_cpu_seconds(node.pid)
+        cmd = settings.command(workload, cluster.endpoints)
+        leader, term_before = cluster.leader()
+        cpu_before = cluster.cpu_seconds()
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
-        cpu = process_cpu_seconds(node.pid) - cpu_before
+        cpu = cluster.cpu_seconds() - cpu_before
+        _, term_after = cluster.leader()
         if done.returncode != 0 or not done.stdout.strip():
             raise RuntimeError(f"ebench failed ({done.returncode}): {done.stderr[-2000:]}")
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        shown = shlex.join(["ebench", *cmd[1:]]).replace(node.endpoint, ENDPOINT)
-        return Run(
+        return run_from_result(
+            json.loads(done.stdout.strip().splitlines()[-1]),
             workload.name,
             subject,
             round_no,
-            float(result["ops_per_s"]),
-            float(result["p50_ms"]),
-            float(result["p99_ms"]),
-            int(result.get("errors", 0)),
-            int(result["ops"]),
-            cpu,
-            shown,
+            settings.shown(workload),
+            server_cpu_s=cpu,
+            leader=leader,
+            term_changes=max(0, term_after - term_before),
         )
-    finally:
-        node.close()
 
 
 def render_runs(runs: list[Run]) -> str:
     lines = [
-        "| workload | subject | round | ops/s | p50 ms | p99 ms | errors | server CPU µs/op |",
-        "|---|---|---|---|---|---|---|---|",
+        "| workload | subject | round | ops/s | p50 ms | p99 ms | errors | server CPU µs/op | leader "
+        "| term changes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {r.workload} | {r.subject} | {r.round} | {r.ops_per_s:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
-        f"| {r.errors} | {r.server_cpu_us_per_op:.0f} |"
+        f"| {r.errors} | {r.server_cpu_us_per_op:.0f} | {r.leader or '?'} | {r.term_changes} |"
         for r in runs
     ]
     return "\n".join(lines)
@@ -163,26 +369,68 @@ def _median(runs: list[Run], workload: str, subject: str, attr: str) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}" if b else "n/a"
+def ratio(a: float, b: float) -> float:
+    """a / b, NaN when b is zero or either is missing."""
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else float("nan")
 
 
-def render_summary(runs: list[Run], subjects: list[str]) -> str:
-    """Medians per subject and the ratio of the last subject to the first (quorum/etcd)."""
+def _fmt_ratio(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f}"
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Medians of one workload for the base subject and the other, and the floor set for it."""
+
+    workload: str
+    ops: tuple[float, float]
+    p50: tuple[float, float]
+    p99: tuple[float, float]
+    floor: Floor | None
+
+    def ratio_of(self, metric: str) -> float:
+        base, other = {"ops_per_s": self.ops, "p50_ms": self.p50, "p99_ms": self.p99}[metric]
+        return ratio(other, base)
+
+    @property
+    def meets_floor(self) -> bool | None:
+        return self.floor.meets(self.ratio_of(self.floor.metric)) if self.floor else None
+
+
+def summarize(runs: list[Run], subjects: list[str], floors: dict[str, Floor]) -> list[Summary]:
+    """Per workload, in the order run: medians of the first subject (the base) and the last."""
+    base, other = subjects[0], subjects[-1]
+
+    def pair(name: str, attr: str) -> tuple[float, float]:
+        return _median(runs, name, base, attr), _median(runs, name, other, attr)
+
+    return [
+        Summary(name, pair(name, "ops_per_s"), pair(name, "p50_ms"), pair(name, "p99_ms"), floors.get(name))
+        for name in dict.fromkeys(r.workload for r in runs)
+    ]
+
+
+def _verdict(summary: Summary) -> str:
+    meets = summary.meets_floor
+    if summary.floor is None:
+        return "-"
+    return "n/a" if meets is None else ("yes" if meets else "no")
+
+
+def render_summary(summaries: list[Summary], subjects: list[str]) -> str:
+    """Medians per subject, the ratios of the last subject to the first (quorum/etcd) and the floors."""
     base, other = subjects[0], subjects[-1]
     lines = [
         f"| workload | {base} ops/s | {other} ops/s | ops/s {other}/{base} | p50 ms {base} / {other} "
-        f"| p99 ms {base} / {other} | p50 ratio | p99 ratio |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| p99 ms {base} / {other} | p50 ratio | p99 ratio | floor | meets floor |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in dict.fromkeys(r.workload for r in runs):
-        ops = [_median(runs, name, s, "ops_per_s") for s in (base, other)]
-        p50 = [_median(runs, name, s, "p50_ms") for s in (base, other)]
-        p99 = [_median(runs, name, s, "p99_ms") for s in (base, other)]
+    for s in summaries:
         lines.append(
-            f"| {name} | {ops[0]:,.0f} | {ops[1]:,.0f} | {_ratio(ops[1], ops[0])} "
-            f"| {p50[0]:.2f} / {p50[1]:.2f} | {p99[0]:.2f} / {p99[1]:.2f} "
-            f"| {_ratio(p50[1], p50[0])} | {_ratio(p99[1], p99[0])} |"
+            f"| {s.workload} | {s.ops[0]:,.0f} | {s.ops[1]:,.0f} | {_fmt_ratio(s.ratio_of('ops_per_s'))} "
+            f"| {s.p50[0]:.2f} / {s.p50[1]:.2f} | {s.p99[0]:.2f} / {s.p99[1]:.2f} "
+            f"| {_fmt_ratio(s.ratio_of('p50_ms'))} | {_fmt_ratio(s.ratio_of('p99_ms'))} "
+            f"| {s.floor.describe() if s.floor else '-'} | {_verdict(s)} |"
         )
     return "\n".join(lines)
 
@@ -209,26 +457,52 @@ def environment() -> str:
     )
 
 
+def topology(members: int) -> str:
+    if members == 1:
+        return "a fresh single node per run"
+    return (
+        f"a fresh {members}-member cluster per run (m1..m{members} on 127.0.0.1, distinct free ports, "
+        f"fresh data dirs, started together); ebench's `--endpoints` lists every member, m1 first, and "
+        f"its connection i dials member i mod {members}; `--target-leader` where the command shows it"
+    )
+
+
 def report_section(
-    runs: list[Run], subjects: list[str], args: argparse.Namespace, flags: list[str], load_before: float
+    runs: list[Run],
+    subjects: list[str],
+    settings: Settings,
+    rounds: int,
+    workloads: list[Workload],
+    load_before: float,
+    failures: list[Failure],
 ) -> str:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     commands = list(dict.fromkeys(r.command for r in runs))
+    shape = "single node" if settings.members == 1 else f"{settings.members} members"
+    measures = [f"- {w.name}: {w.measures}." for w in workloads if w.measures]
+    summaries = summarize(runs, subjects, FLOORS.get(settings.members, {}))
     return "\n".join(
         [
-            f"## {now}: {' vs '.join(dict.fromkeys(subjects))}",
+            f"## {now}: {' vs '.join(dict.fromkeys(subjects))}, {shape}",
             "",
             f"Machine: {environment()}; 1-minute load average {load_before:.1f} before, "
             f"{os.getloadavg()[0]:.1f} after (above the CPU count means other work shared the machine).",
-            f"Rounds: {args.rounds} per subject, alternating, a fresh single node per run; "
-            f"node flags: `{' '.join(flags) or '(defaults)'}`; ratios use medians.",
+            f"Topology: {topology(settings.members)}.",
+            f"Rounds: {rounds} per subject, alternating; "
+            f"node flags: `{' '.join(settings.flags) or '(defaults)'}`; ratios and floors use medians.",
             "",
-            "Command lines (`{endpoint}` is the fresh node's client address):",
+            "Command lines (`{endpoints}` is the client addresses of the fresh node or cluster):",
             "",
             *[f"    {c}" for c in commands],
             "",
-            render_summary(runs, subjects),
+            *([*measures, ""] if measures else []),
+            render_summary(summaries, subjects),
             "",
+            *[
+                f"Failed, left out of the medians: {f.workload} {f.subject} round {f.round}: {f.message}"
+                for f in failures
+            ],
+            *([""] if failures else []),
             "<details><summary>every run</summary>",
             "",
             render_runs(runs),
@@ -254,6 +528,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--subjects", default="etcd,quorum", help="comma-separated node kinds, first is the base"
     )
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"any of {', '.join(WORKLOADS)}")
+    parser.add_argument("--members", type=int, default=1, help="members per cluster (1 = single node)")
+    parser.add_argument(
+        "--target-leader", action="store_true", help="send every workload's traffic to the leader"
+    )
     parser.add_argument("--rounds", type=int, default=2, help="runs per subject and workload (>= 2)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every --total by this")
     parser.add_argument("--node-flag", action="append", default=[], help="extra flag for every node")
@@ -262,32 +540,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def subject_labels(subjects: str) -> list[str]:
+    """The node kinds in order; the same kind twice (etcd,etcd validates the harness) gets labels kind#i."""
+    kinds = [s.strip() for s in subjects.split(",") if s.strip()]
+    return [k if kinds.count(k) == 1 else f"{k}#{i + 1}" for i, k in enumerate(kinds)]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.ebench or not os.access(args.ebench, os.X_OK):
         print("error: give the ebench binary with --ebench PATH or EBENCH=PATH", file=sys.stderr)
         return 2
-    kinds = [s.strip() for s in args.subjects.split(",") if s.strip()]
-    # The same kind twice (etcd,etcd validates the harness) gets distinct labels.
-    subjects = [k if kinds.count(k) == 1 else f"{k}#{i + 1}" for i, k in enumerate(kinds)]
+    settings = Settings(args.ebench, args.members, tuple(args.node_flag), args.scale, args.target_leader)
+    subjects = subject_labels(args.subjects)
     workloads = [WORKLOADS[w.strip()] for w in args.workloads.split(",") if w.strip()]
     runs: list[Run] = []
+    failures: list[Failure] = []
     load_before = os.getloadavg()[0]
     for workload in workloads:
         for round_no in range(1, args.rounds + 1):
             order = subjects if round_no % 2 else list(reversed(subjects))
             for subject in order:
-                run = run_one(args.ebench, workload, subject, round_no, args.node_flag, args.scale)
+                try:
+                    run = run_one(settings, workload, subject, round_no)
+                except (RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired) as exc:
+                    message = " ".join(str(exc).split())[-300:]
+                    failures.append(Failure(workload.name, subject, round_no, message))
+                    print(f"{workload.name:20} {subject:8} round {round_no}: FAILED {message}", flush=True)
+                    continue
                 runs.append(run)
                 print(
-                    f"{workload.name:12} {subject:10} round {round_no}: {run.ops_per_s:10,.0f} ops/s "
-                    f"p50 {run.p50_ms:6.2f} ms p99 {run.p99_ms:6.2f} ms errors {run.errors} "
-                    f"server CPU {run.server_cpu_us_per_op:.0f} µs/op",
+                    f"{workload.name:20} {subject:8} round {round_no}: {run.ops_per_s:10,.0f} ops/s "
+                    f"p50 {run.p50_ms:7.2f} ms p99 {run.p99_ms:7.2f} ms errors {run.errors} "
+                    f"server CPU {run.server_cpu_us_per_op:.0f} µs/op leader {run.leader} "
+                    f"term changes {run.term_changes}",
                     flush=True,
                 )
     print()
-    print(render_summary(runs, subjects))
-    section = report_section(runs, subjects, args, args.node_flag, load_before)
+    print(render_summary(summarize(runs, subjects, FLOORS.get(args.members, {})), subjects))
+    section = report_section(runs, subjects, settings, args.rounds, workloads, load_before, failures)
     if not args.no_write:
         append_report(args.output, section)
         print(f"\nappended to {args.output}")

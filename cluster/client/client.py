@@ -20,8 +20,11 @@ import grpc.aio
 
 from cluster.api import errors as etcd_errors
 from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from cluster.api.gen.v3electionpb import v3election_pb2, v3election_pb2_grpc
+from cluster.api.gen.v3lockpb import v3lock_pb2, v3lock_pb2_grpc
 from cluster.client.endpoints import Endpoint
 from cluster.client.errors import AuthenticationError, ClientError, DeadlineExceeded, NoEndpoints
+from cluster.client.watch_session import WatchSession
 
 MAX_ATTEMPTS = 100
 RETRY_BACKOFF = 0.025
@@ -69,6 +72,8 @@ _SERVICES: dict[str, Callable[[grpc.aio.Channel], Any]] = {
     "Lease": rpc_pb2_grpc.LeaseStub,
     "Auth": rpc_pb2_grpc.AuthStub,
     "Watch": rpc_pb2_grpc.WatchStub,
+    "Election": v3election_pb2_grpc.ElectionStub,
+    "Lock": v3lock_pb2_grpc.LockStub,
 }
 
 
@@ -336,10 +341,8 @@ class Client:
         )
 
     # ---- Watch ----
-    async def watch(
-        self, request: rpc_pb2.WatchCreateRequest, *, require_leader: bool = True
-    ) -> AsyncIterator[rpc_pb2.WatchResponse]:
-        """Watch one key range; yields every response (fragments joined) until it is canceled.
+    async def watch_session(self, *, require_leader: bool = True) -> WatchSession:
+        """A Watch call on which many watchers can be created (close it when done).
 
         ``require_leader`` sends clientv3's ``hasleader`` metadata so that a member without a
         leader cancels the watch instead of leaving it silent.
@@ -352,28 +355,68 @@ class Client:
         if require_leader:
             metadata.append(("hasleader", "true"))
         call = conn.stub("Watch").Watch(metadata=metadata)
+        return WatchSession(call, lambda err: _translate(err, etcd_errors.from_rpc_error(err)))
+
+    async def watch(
+        self, request: rpc_pb2.WatchCreateRequest, *, require_leader: bool = True
+    ) -> AsyncIterator[rpc_pb2.WatchResponse]:
+        """Watch one key range on a call of its own; yields every response (fragments joined) until
+        it is canceled."""
+        session = await self.watch_session(require_leader=require_leader)
         try:
-            await call.write(rpc_pb2.WatchRequest(create_request=request))
-            pending: rpc_pb2.WatchResponse | None = None
-            while True:
-                response = await call.read()
-                if response is grpc.aio.EOF:  # type: ignore[attr-defined]
-                    return
-                if pending is not None:
-                    pending.events.extend(response.events)
-                    response.ClearField("events")
-                    response.events.extend(pending.events)
-                    pending = None
-                if response.fragment:
-                    pending = response
-                    continue
+            async for response in await session.create(request):
                 yield response
-                if response.canceled:
-                    return
+        finally:
+            await session.close()
+
+    # ---- Election and Lock (the server runs etcd's concurrency recipes) ----
+    async def campaign(
+        self, name: bytes, lease: int, value: bytes, *, timeout: float | None = None
+    ) -> v3election_pb2.CampaignResponse:
+        """Wait until elected; cancelling the call withdraws the candidacy (the server resigns)."""
+        request = v3election_pb2.CampaignRequest(name=name, lease=lease, value=value)
+        return await self._call("Election", "Campaign", request, timeout=timeout, repeatable=False)
+
+    async def proclaim(
+        self, leader: v3election_pb2.LeaderKey, value: bytes, *, timeout: float | None = None
+    ) -> v3election_pb2.ProclaimResponse:
+        request = v3election_pb2.ProclaimRequest(leader=leader, value=value)
+        return await self._call("Election", "Proclaim", request, timeout=timeout, repeatable=False)
+
+    async def resign(
+        self, leader: v3election_pb2.LeaderKey, *, timeout: float | None = None
+    ) -> v3election_pb2.ResignResponse:
+        request = v3election_pb2.ResignRequest(leader=leader)
+        return await self._call("Election", "Resign", request, timeout=timeout, repeatable=False)
+
+    async def leader(self, name: bytes, *, timeout: float | None = None) -> v3election_pb2.LeaderResponse:
+        request = v3election_pb2.LeaderRequest(name=name)
+        return await self._call("Election", "Leader", request, timeout=timeout, repeatable=True)
+
+    async def observe(self, name: bytes) -> AsyncIterator[v3election_pb2.LeaderResponse]:
+        """Every leader of the election in turn and every value it proclaims, until the server ends
+        the stream."""
+        conn = await self._ready_connection(None, None)
+        if conn is None:
+            raise DeadlineExceeded()
+        metadata = await self._metadata(conn, self.dial_timeout)
+        call = conn.stub("Election").Observe(v3election_pb2.LeaderRequest(name=name), metadata=metadata)
+        try:
+            async for response in call:
+                yield response
         except grpc.aio.AioRpcError as err:
             raise _translate(err, etcd_errors.from_rpc_error(err)) from None
         finally:
             call.cancel()
+
+    async def lock(self, name: bytes, lease: int, *, timeout: float | None = None) -> v3lock_pb2.LockResponse:
+        """Wait until the lock is held; cancelling the call gives up the place in the queue."""
+        request = v3lock_pb2.LockRequest(name=name, lease=lease)
+        return await self._call("Lock", "Lock", request, timeout=timeout, repeatable=False)
+
+    async def unlock(self, key: bytes, *, timeout: float | None = None) -> v3lock_pb2.UnlockResponse:
+        request = v3lock_pb2.UnlockRequest(key=key)
+        return await self._call("Lock", "Unlock", request, timeout=timeout, repeatable=False)
 
     # ---- plumbing ----
     def _connection(self, endpoint: Endpoint) -> _Connection:

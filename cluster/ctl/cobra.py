@@ -83,6 +83,8 @@ class Invocation:
     flags: FlagSet
     args: list[str]
     raw_args: list[str] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)
+    """The whole command line (Go's ``os.Args`` without the program), for commands that read it."""
 
 
 class CommandLineError(Exception):
@@ -245,4 +247,4 @@ def prepare(root: Command, args: list[str]) -> Invocation | Command:
         raise CommandLineError("flags", str(err), command) from None
     if flags.get("help") or not command.runnable:
         return command
-    return Invocation(command, flags, positional, rest)
+    return Invocation(command, flags, positional, rest, list(args))

@@ -66,7 +66,7 @@ class FlagSpec:
                 return parse_duration(text)
             except DurationError as err:
                 raise ValueError(str(err)) from None
-        if self.kind == "int64":
+        if self.kind in ("int", "int64"):  # Go's int is 64 bits wide on the platforms etcd ships for
             return parse_go_int(text)
         if self.kind == "stringSlice":
             items = [] if text == "" else _split_csv(text)

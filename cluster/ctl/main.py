@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import BinaryIO
@@ -88,6 +89,9 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    # A Go program without a handler dies of SIGINT; so does etcdctl (no KeyboardInterrupt trace).
+    # Commands that react to it (lock, elect) install their own handler while they run.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     stdin, stdout, stderr = default_streams()
     code = run(sys.argv[1:] if argv is None else argv, stdin, stdout, stderr)
     stdout.flush()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from cluster.ctl.auth_commands import auth_commands
 from cluster.ctl.cluster_commands import defrag_and_move_leader, member_commands
 from cluster.ctl.cobra import Command, Invocation
+from cluster.ctl.concurrency_commands import concurrency_commands
 from cluster.ctl.exits import EXIT_ERROR, CtlExit
 from cluster.ctl.kv_commands import kv_commands
 from cluster.ctl.lease_commands import lease_commands
@@ -38,8 +39,6 @@ NOT_IMPLEMENTED: tuple[tuple[str, str], ...] = (
     ("completion fish", "Generate the autocompletion script for fish"),
     ("completion powershell", "Generate the autocompletion script for powershell"),
     ("completion zsh", "Generate the autocompletion script for zsh"),
-    ("elect", "Observes and participates in leader election"),
-    ("lock", "Acquires a named lock"),
     ("make-mirror", "Makes a mirror at the destination etcd cluster"),
     ("migrate", "Migrates keys in a v2 store to a mvcc store"),
 )
@@ -73,6 +72,7 @@ def build_tree(make_session: SessionFactory) -> Command:
 
     root = Command("etcdctl", "etcdctl", "A simple command line client for etcd3.", persistent=GLOBAL_FLAGS)
     root.add(*kv_commands(runner), *maintenance_commands(runner), watch_command(runner))
+    root.add(*concurrency_commands(runner))
     root.add(*defrag_and_move_leader(runner))
     groups = {name: Command(name, f"{name} <subcommand>", short) for name, short in GROUPS.items()}
     groups["member"].add(member_list_command(runner), *member_commands(runner))

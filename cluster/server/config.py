@@ -39,7 +39,8 @@ grpc-keepalive-*, max-concurrent-streams, strict-reconfig-check, pre-vote, auto-
 auto-compaction-retention, auth-token (simple), bcrypt-cost, auth-token-ttl, metrics, logger,
 log-level, log-outputs, debug, experimental-compaction-batch-limit,
 experimental-watch-progress-notify-interval, experimental-enable-lease-checkpoint(-persist),
-experimental-warning-apply-duration, unsafe-no-fsync, force-new-cluster.
+experimental-warning-apply-duration, unsafe-no-fsync, force-new-cluster, and Quorum's own
+experimental-grpc-engine (quorum|grpcio: which gRPC server engine serves the client port).
 Accepted but not implemented: TLS (cert-file, key-file, client-cert-auth, trusted-ca-file, auto-tls,
 *-crl-file, *-allowed-*, peer-*, cipher-suites), discovery, discovery-srv and friends, the v2 API and
 v2 proxy (enable-v2, proxy*, experimental-enable-v2v3), cors, host-whitelist, enable-pprof,
@@ -199,6 +200,8 @@ class ServerConfig:
     experimental_peer_skip_client_san_verification: bool = False
     experimental_watch_progress_notify_interval: float = 0.0
     experimental_warning_apply_duration: float = 0.1
+    experimental_grpc_engine: str = "quorum"
+    """Quorum's own: "quorum" (cluster.rpc, the default) or "grpcio" (grpc.aio) serves client gRPC."""
     unsafe_no_fsync: bool = False
     force_new_cluster: bool = False
     # where it came from, and what to tell the operator once logging is up
@@ -271,6 +274,7 @@ class ServerConfig:
 # ---- the flag table ---------------------------------------------------------------------------------
 
 _CHOICES = {
+    "experimental-grpc-engine": ("quorum", "grpcio"),
     "initial-cluster-state": ("new", "existing"),
     "discovery-fallback": ("proxy", "exit"),
     "proxy": ("off", "readonly", "on"),

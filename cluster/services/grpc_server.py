@@ -12,12 +12,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from cluster.api.gen.v3electionpb import v3election_pb2, v3election_pb2_grpc
-from cluster.api.gen.v3lockpb import v3lock_pb2, v3lock_pb2_grpc
+from cluster.api.gen.v3electionpb import v3election_pb2
+from cluster.api.gen.v3lockpb import v3lock_pb2
 from cluster.server.config import ServerConfig
 from cluster.server.node import QuorumNode
+from cluster.services.election import ElectionService
 from cluster.services.kv import KVService
 from cluster.services.lease import LeaseService
+from cluster.services.lock import LockService
 from cluster.services.maintenance import ClusterService, MaintenanceService
 from cluster.services.registration import add_service
 from cluster.services.watch import add_watch_service
@@ -38,16 +40,25 @@ def server_options(cfg: ServerConfig) -> list[tuple[str, int]]:
     ]
 
 
+def new_server(cfg: ServerConfig) -> grpc.aio.Server:
+    """The gRPC server engine: Quorum's own HTTP/2 engine (cluster.rpc) unless grpcio is asked for."""
+    if cfg.experimental_grpc_engine == "grpcio":
+        return grpc.aio.server(options=server_options(cfg))
+    from cluster.rpc.server import Server
+
+    return Server(options=server_options(cfg))
+
+
 def build_server(node: QuorumNode) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
-    server = grpc.aio.server(options=server_options(node.cfg))
+    server = new_server(node.cfg)
     add_service(server, "etcdserverpb.KV", KVService(node))
     add_service(server, "etcdserverpb.Maintenance", MaintenanceService(node))
     add_service(server, "etcdserverpb.Cluster", ClusterService(node))
     add_watch_service(node, server)
     add_service(server, "etcdserverpb.Lease", LeaseService(node))
     rpc_pb2_grpc.add_AuthServicer_to_server(rpc_pb2_grpc.AuthServicer(), server)
-    v3election_pb2_grpc.add_ElectionServicer_to_server(v3election_pb2_grpc.ElectionServicer(), server)
-    v3lock_pb2_grpc.add_LockServicer_to_server(v3lock_pb2_grpc.LockServicer(), server)
+    add_service(server, "v3electionpb.Election", ElectionService(node))
+    add_service(server, "v3lockpb.Lock", LockService(node))
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [

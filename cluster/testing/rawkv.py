@@ -2,7 +2,8 @@
 
 Tests that compare Quorum with real etcd must not depend on Quorum's own generated code or client (they
 would share its bugs), so this module encodes the handful of fields it needs itself and calls the gRPC
-methods with raw bytes. It covers Put, Range, a Txn of puts and calling any method with any bytes.
+methods with raw bytes. It covers Put, Range, a Txn of puts, Maintenance.Status and calling any method
+with any bytes.
 """
 
 from __future__ import annotations
@@ -85,6 +86,19 @@ class KeyValue:
     mod_revision: int = 0
     version: int = 0
     lease: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStatus:
+    """The parts of a Maintenance.Status answer that say who leads: a member answers it locally."""
+
+    member_id: int
+    leader: int
+    raft_term: int
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader != 0 and self.leader == self.member_id
 
 
 def _int_fields(buf: bytes) -> dict[int, int]:
@@ -188,6 +202,11 @@ class RawKV:
 
     def txn_puts(self, puts: list[tuple[bytes, bytes]], timeout: float = 5.0) -> Header:
         return decode_header(self.call("/etcdserverpb.KV/Txn", encode_txn_puts(puts), timeout))
+
+    def status(self, timeout: float = 5.0) -> MemberStatus:
+        raw = self.call("/etcdserverpb.Maintenance/Status", b"", timeout)
+        ints = _int_fields(raw)  # StatusResponse: leader = 4, raftTerm = 6
+        return MemberStatus(decode_header(raw).member_id, ints.get(4, 0), ints.get(6, 0))
 
     def range(
         self,

@@ -126,28 +126,31 @@ def test_keep_alive_and_time_to_live_on_a_follower_reach_the_leader(cluster) -> 
         "lease 0000000000000099 already expired")
 
 
-def test_leader_kill_expires_no_kept_lease_and_an_abandoned_one_goes_in_one_revision(cluster) -> None:
+@pytest.mark.parametrize(("leases", "ttl"), [(LEASES, TTL), pytest.param(1000, 8, marks=pytest.mark.slow)])
+def test_leader_kill_expires_no_kept_lease_and_an_abandoned_one_goes_in_one_revision(
+    cluster, leases: int, ttl: int
+) -> None:
     lead = leader_index(cluster)
     followers = [cluster[(lead + 1) % 3], cluster[(lead + 2) % 3]]
     with ExitStack() as stack:
         ch = stack.enter_context(grpc.insecure_channel(followers[0].endpoint))
         lease_stub, kv = rpc_pb2_grpc.LeaseStub(ch), rpc_pb2_grpc.KVStub(ch)
-        keepers = [Keeper(f.endpoint, TTL / 4) for f in followers]
+        keepers = [Keeper(f.endpoint, ttl / 4) for f in followers]
         for keeper in keepers:
             stack.callback(keeper.close)
         ids = []
-        for i in range(LEASES):
-            ids.append(retrying(lease_stub.LeaseGrant, rpc_pb2.LeaseGrantRequest(ID=1000 + i, TTL=TTL)).ID)
+        for i in range(leases):
+            ids.append(retrying(lease_stub.LeaseGrant, rpc_pb2.LeaseGrantRequest(ID=1000 + i, TTL=ttl)).ID)
             keepers[i % 2].keep(ids[-1])
         for i, lease_id in enumerate(ids):
-            retrying(kv.Put, rpc_pb2.PutRequest(key=b"kept/%03d" % i, value=b"v", lease=lease_id))
+            retrying(kv.Put, rpc_pb2.PutRequest(key=b"kept/%04d" % i, value=b"v", lease=lease_id))
         abandoned = ids[0]
         for j in range(3):
             retrying(kv.Put, rpc_pb2.PutRequest(key=b"gone/%d" % j, value=b"v", lease=abandoned))
         cluster[lead].kill()
-        time.sleep(2 * TTL)
+        time.sleep(2 * ttl)
         survivor = followers[0].endpoint
-        assert count(survivor, b"kept/")[0] == LEASES
+        assert count(survivor, b"kept/")[0] == leases
         assert count(survivor, b"gone/")[0] == 3
         for keeper in keepers:
             assert keeper.failures == []
@@ -158,11 +161,11 @@ def test_leader_kill_expires_no_kept_lease_and_an_abandoned_one_goes_in_one_revi
         term = raft_term(survivor)
         stopped = time.monotonic()
         while count(survivor, b"gone/")[0]:
-            assert time.monotonic() - stopped < 4 * TTL, "abandoned lease was never revoked"
+            assert time.monotonic() - stopped < 4 * ttl, "abandoned lease was never revoked"
             time.sleep(0.05)
         took = time.monotonic() - stopped
         if raft_term(survivor) == term:  # each new leader restarts every TTL, as etcd's does
-            assert took < TTL + 2.0, f"abandoned lease outlived its TTL by {took - TTL:.1f}s"
-        assert count(survivor, b"kept/") == (LEASES - 1, before + 1)  # three deletes, one revision
+            assert took < ttl + 2.0, f"abandoned lease outlived its TTL by {took - ttl:.1f}s"
+        assert count(survivor, b"kept/") == (leases - 1, before + 1)  # three deletes, one revision
         for keeper in keepers:
             assert keeper.failures == []
