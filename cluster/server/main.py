@@ -23,6 +23,15 @@ async def serve(cfg: ServerConfig) -> None:
 
     node = QuorumNode(cfg)
     await node.start()
+    if cfg.experimental_initial_corrupt_check:
+        from cluster.server.corruption import CorruptionError
+
+        try:
+            await node.maintenance.corruption.initial_check()
+        except CorruptionError as exc:
+            log.critical("failed to start the member", extra={"error": str(exc)})
+            await node.stop()
+            raise SystemExit(1) from None
     server, health_servicer = build_server(node)
     await server.start()
     stop = asyncio.Event()
