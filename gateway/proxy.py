@@ -176,17 +176,26 @@ class Gateway:
 
     # -- one connection --------------------------------------------------------------------------
     async def _handle(self, client: trio.socket.SocketType) -> None:
-        with client:
-            tune(client)
-            found = await self._connect()
-            if found is None:
-                self.metrics.rejected.inc()
-                reset_close(client)
-                return
-            endpoint, member = found
-            with member:
-                tune(member)
-                await self._splice(client, member, endpoint)
+        # Counted from accept on, so a drain waits for a connection still dialing its member.
+        self.open_connections += 1
+        if self.open_connections == 1:
+            self._idle = trio.Event()
+        try:
+            with client:
+                tune(client)
+                found = await self._connect()
+                if found is None:
+                    self.metrics.rejected.inc()
+                    reset_close(client)
+                    return
+                endpoint, member = found
+                with member:
+                    tune(member)
+                    await self._splice(client, member, endpoint)
+        finally:
+            self.open_connections -= 1
+            if self.open_connections == 0:
+                self._idle.set()
 
     async def _connect(self) -> tuple[Endpoint, trio.socket.SocketType] | None:
         tried: set[Endpoint] = set()
@@ -204,17 +213,12 @@ class Gateway:
         m = self.metrics[ep]
         m.connections.inc()
         m.open.inc()
-        self.open_connections += 1
-        self._idle = trio.Event() if self.open_connections == 1 else self._idle
         try:
             async with trio.open_nursery() as pair:
                 pair.start_soon(self._copy_or_abort, client, member, m.to_member.inc, pair.cancel_scope)
                 pair.start_soon(self._copy_or_abort, member, client, m.to_client.inc, pair.cancel_scope)
         finally:
             m.open.dec()
-            self.open_connections -= 1
-            if self.open_connections == 0:
-                self._idle.set()
 
     @staticmethod
     async def _copy_or_abort(
