@@ -24,6 +24,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,38 @@ def start_subject(kind: str, flags: list[str]) -> NodeProcess:
     return node
 
 
+def measure(
+    ebench: str,
+    workload: Workload,
+    subject: str,
+    round_no: int,
+    endpoint: str,
+    scale: float,
+    server_pids: Sequence[int],
+) -> Run:
+    """Run ``workload`` with ebench against ``endpoint``; CPU is summed over ``server_pids``."""
+    cmd = workload.command(ebench, endpoint, scale)
+    cpu_before = sum(process_cpu_seconds(pid) for pid in server_pids)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+    cpu = sum(process_cpu_seconds(pid) for pid in server_pids) - cpu_before
+    if done.returncode != 0 or not done.stdout.strip():
+        raise RuntimeError(f"ebench failed ({done.returncode}): {done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    shown = shlex.join(["ebench", *cmd[1:]]).replace(endpoint, ENDPOINT)
+    return Run(
+        workload.name,
+        subject,
+        round_no,
+        float(result["ops_per_s"]),
+        float(result["p50_ms"]),
+        float(result["p99_ms"]),
+        int(result.get("errors", 0)),
+        int(result["ops"]),
+        cpu,
+        shown,
+    )
+
+
 def run_one(
     ebench: str, workload: Workload, subject: str, round_no: int, flags: list[str], scale: float
 ) -> Run:
@@ -120,27 +153,8 @@ def run_one(
         if workload.preload_range_key:
             with RawKV(node.endpoint) as kv:
                 kv.put(b"foo", b"v" * 256)
-        cmd = workload.command(ebench, node.endpoint, scale)
         assert node.pid is not None
-        cpu_before = process_cpu_seconds(node.pid)
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
-        cpu = process_cpu_seconds(node.pid) - cpu_before
-        if done.returncode != 0 or not done.stdout.strip():
-            raise RuntimeError(f"ebench failed ({done.returncode}): {done.stderr[-2000:]}")
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        shown = shlex.join(["ebench", *cmd[1:]]).replace(node.endpoint, ENDPOINT)
-        return Run(
-            workload.name,
-            subject,
-            round_no,
-            float(result["ops_per_s"]),
-            float(result["p50_ms"]),
-            float(result["p99_ms"]),
-            int(result.get("errors", 0)),
-            int(result["ops"]),
-            cpu,
-            shown,
-        )
+        return measure(ebench, workload, subject, round_no, node.endpoint, scale, [node.pid])
     finally:
         node.close()
 

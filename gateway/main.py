@@ -22,7 +22,7 @@ from cluster.server.log import setup_logging
 from gateway.config import Endpoint, GatewayConfig, GatewayConfigError, parse_gateway_args
 from gateway.discovery import DiscoveryError, discover
 from gateway.health import HealthChecker
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import GatewayStats, serve_metrics
 from gateway.pool import EndpointPool
 from gateway.proxy import Gateway
 
@@ -101,13 +101,15 @@ def raise_open_file_limit() -> None:
 
 async def run(config: GatewayConfig, endpoints: Sequence[Endpoint]) -> None:
     pool = EndpointPool(endpoints)
-    metrics = GatewayMetrics(list(endpoints))
-    gateway = Gateway(config, pool, metrics)
+    stats = GatewayStats.for_endpoints(list(endpoints))
+    gateway = Gateway(config, pool, stats)
     try:
         await gateway.bind()
     except OSError as exc:
         raise GatewayConfigError(f"listen tcp {config.listen_addr}: {exc.strerror or exc}") from None
-    metrics_server = metrics.serve(config.metrics_host, config.metrics_port) if config.metrics_port else None
+    metrics_server = (
+        serve_metrics(stats, config.metrics_host, config.metrics_port) if config.metrics_port else None
+    )
     if metrics_server is not None:
         log.info("serving metrics", extra={"address": f"{config.metrics_host}:{config.metrics_port}"})
     try:
