@@ -327,3 +327,33 @@ def test_health_checks_steer_away_from_a_member_real_etcd_reports_unhealthy(
     }
     assert counter_by_endpoint(plain, "quorum_gateway_connections_total")[lonely.endpoint] == 2
     assert "endpoint health changed" in checked.logs()
+
+
+@pytest.mark.parametrize("fake_member", ["echo"], indirect=True)
+def test_a_member_that_never_answers_the_dial_is_given_up_after_the_dial_timeout(
+    fake_member: FakeMember, gateways: list[GatewayProcess]
+) -> None:
+    # A listener whose accept queue is full and never drained: the kernel drops further SYNs, so a
+    # dial neither succeeds nor fails — it hangs, like a member behind a black hole.
+    blackhole = socket.create_server(("127.0.0.1", 0), backlog=0)
+    filler = []
+    try:
+        hole = f"127.0.0.1:{blackhole.getsockname()[1]}"
+        for _ in range(4):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(blackhole.getsockname())
+            filler.append(sock)
+        time.sleep(0.2)
+        gw = start_gateway(gateways, [hole, fake_member.endpoint], "--dial-timeout=300ms")
+        began = time.monotonic()
+        with connect(gw) as sock:  # round-robin tries the black hole first, gives up, takes the echo
+            sock.sendall(b"ping")
+            assert sock.recv(10) == b"ping"
+        assert 0.25 < time.monotonic() - began < 2.0
+        assert counter_by_endpoint(gw, "quorum_gateway_dial_failures_total")[hole] == 1
+        assert "i/o timeout" in gw.logs()
+    finally:
+        for sock in filler:
+            sock.close()
+        blackhole.close()
