@@ -4,7 +4,7 @@ The copy loops only add to plain integers in :class:`EndpointStats` (no lock, no
 chunk); :class:`StatsCollector` turns them into metric families when ``/metrics`` is scraped, from the
 HTTP server's thread (reading ints is safe under the GIL). Per endpoint (label ``endpoint``,
 ``host:port``): open connections, connections made, bytes copied each way, dial failures, and whether
-the member can be chosen at all; plus connections refused because no member was usable.
+the member can be chosen at all; plus connections refused because every member's dial had failed.
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ class StatsCollector:
             dials.add_metric([name], s.dial_failures)
             available.add_metric([name], 1 if s.available else 0)
         rejected = CounterMetricFamily(
-            f"{PREFIX}connections_rejected", "Client connections closed because no member was usable."
+            f"{PREFIX}connections_rejected",
+            "Client connections reset because every member's last dial had failed.",
         )
         rejected.add_metric([], self.stats.rejected)
         yield from (open_, made, copied, dials, available, rejected)

@@ -1,10 +1,11 @@
 """Which member the next client connection goes to.
 
 A member is *usable* when it is active (its last dial did not fail) and not known to be unhealthy (the
-optional health check). Among usable members, the gateway keeps etcd's choice rule: the lowest SRV
-priority class wins; inside it, members with a weight are picked at random in proportion to their
-weight (a weight-0 member then gets a 1% chance), otherwise round-robin. Members from ``--endpoints``
-all have priority 0 and weight 0, so that is plain round-robin.
+optional health check); when no member is usable, active but unhealthy members are still chosen — only
+failed dials ever make the gateway refuse a client. Among the candidates, the gateway keeps etcd's
+choice rule: the lowest SRV priority class wins; inside it, members with a weight are picked at random
+in proportion to their weight (a weight-0 member then gets a 1% chance), otherwise round-robin.
+Members from ``--endpoints`` all have priority 0 and weight 0, so that is plain round-robin.
 
 Invariants: the pool never blocks and never does I/O — dialing, re-probing and health checks live in
 :mod:`gateway.proxy` and :mod:`gateway.health`, which report back through :meth:`EndpointPool.mark_failed`,
@@ -47,8 +48,13 @@ class EndpointPool:
         return self._by_endpoint[endpoint]
 
     def pick(self, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
-        """The member for a new connection, or ``None`` when no member is usable."""
-        candidates = [m.endpoint for m in self.members if m.usable and m.endpoint not in exclude]
+        """The member for a new connection, or ``None`` when every member's dial failed.
+
+        Unhealthy members are chosen only when no healthy one is left: while a whole cluster is
+        without a leader, a client is better served by the member's own error than by a reset."""
+        allowed = [m for m in self.members if m.active and m.endpoint not in exclude]
+        healthy = [m.endpoint for m in allowed if m.healthy]
+        candidates = healthy or [m.endpoint for m in allowed]
         if not candidates:
             return None
         best = min(ep.priority for ep in candidates)

@@ -10,7 +10,8 @@ member's stream in the kernel's socket buffers (TCP flow control reaches the mem
 growing memory. An EOF is forwarded as a half-close (``shutdown(SHUT_WR)``); a reset or any socket error
 closes both sides. TCP keep-alive (15 s, as Go's dialer and listener) finds peers that vanished.
 
-When no member is usable the client connection is closed at once with a reset — never held open.
+When every member's last dial failed, the client connection is closed at once with a reset — never held
+open.
 
 Shutdown (:meth:`Gateway.drain`): stop accepting (the listening socket is closed, new connects are
 refused), let open connections finish for up to ``--drain-timeout``, then cancel what is left.

@@ -82,14 +82,20 @@ def test_round_robin_skips_failed_and_unhealthy_members() -> None:
     assert {pool.pick() for _ in range(4)} == {A}
     pool.mark_active(B)
     assert {pool.pick() for _ in range(4)} == {A, B}
-    assert pool.pick(exclude={A, B}) is None
+    assert pool.pick(exclude={A, B}) == C  # unhealthy, yet the last one left
+    assert pool.pick(exclude={A, B, C}) is None
 
 
-def test_no_usable_member_means_none() -> None:
-    pool = EndpointPool([A, B])
+def test_unhealthy_members_are_a_last_resort_failed_dials_are_not() -> None:
+    pool = EndpointPool([A, B, C])
     pool.mark_failed(A)
     pool.set_healthy(B, False)
-    assert pool.pick() is None and pool.usable_count() == 0
+    assert {pool.pick() for _ in range(4)} == {C}
+    pool.set_healthy(C, False)  # the whole cluster reports no leader: still forwarded
+    assert {pool.pick() for _ in range(4)} == {B, C} and pool.usable_count() == 0
+    pool.mark_failed(B)
+    pool.mark_failed(C)
+    assert pool.pick() is None
 
 
 def test_srv_priority_then_weight() -> None:
