@@ -6,10 +6,14 @@ from __future__ import annotations
 import contextlib
 import http.server
 import random
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import dns.message
 import dns.rdatatype
@@ -179,8 +183,12 @@ def test_unreachable_member_is_unhealthy_and_a_reachable_one_is_reactivated() ->
         checker = HealthChecker(pool, interval=0.05, timeout=1.0)
 
         async def run_a_while() -> None:
-            with trio.move_on_after(0.5):
-                await checker.run()
+            with trio.move_on_after(10):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(checker.run)
+                    while checker.checks < 4:
+                        await trio.sleep(0.02)
+                    nursery.cancel_scope.cancel()
 
         trio.run(run_a_while)
     assert checker.checks >= 4
@@ -262,3 +270,60 @@ def test_srv_service_name_and_lookup_failure() -> None:
             discover("example.com", insecure=True, resolver=dns_server.resolver())
     finally:
         dns_server.sock.close()
+
+
+def _self_signed(directory: str, name: str) -> tuple[str, str]:
+    cert, key = f"{directory}/{name}.crt", f"{directory}/{name}.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=example.com",
+            "-addext",
+            "subjectAltName=DNS:example.com",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+def test_secure_srv_discovery_with_a_ca_requires_a_verified_tls_handshake(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    cert, key = _self_signed(str(tmp_path), "member")
+    other_ca, _ = _self_signed(str(tmp_path), "other")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = socket.create_server(("127.0.0.1", 0))
+    port = int(server.getsockname()[1])
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                with contextlib.suppress(OSError, ssl.SSLError), context.wrap_socket(conn, server_side=True):
+                    pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    dns_server = FakeDNS({"_etcd-client-ssl._tcp.example.com.": [f"0 0 {port} 127.0.0.1."]})
+    dns_server.start()
+    try:
+        member = Endpoint("127.0.0.1", port, scheme="https")
+        assert discover("example.com", ca_file=cert, resolver=dns_server.resolver()) == [member]
+        assert discover("example.com", ca_file=other_ca, resolver=dns_server.resolver()) == []
+    finally:
+        dns_server.sock.close()
+        server.close()
