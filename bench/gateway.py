@@ -17,10 +17,14 @@ This is a measurement tool, not a test.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
+import socket
+import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +44,7 @@ from bench.compare import (  # noqa: E402
     append_report,
     environment,
     measure,
+    process_cpu_seconds,
     render_runs,
 )
 from cluster.testing.ports import free_port, port_is_open  # noqa: E402
@@ -98,6 +103,86 @@ def setup(cluster_kind: str) -> Iterator[tuple[list[NodeProcess], GatewayProcess
             quorum_gw.close()
         for node in nodes:
             node.close()
+
+
+class EchoServer(threading.Thread):
+    """A loopback TCP echo server (a thread per connection): the member for the round-trip probe."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def run(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.listener.accept()
+                threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+
+def round_trips(endpoint: str, count: int, cpu_pid: int | None) -> tuple[float, float]:
+    """p50 of ``count`` 300-byte ping-pongs through ``endpoint`` (µs), and ``cpu_pid``'s CPU per one."""
+    host, port = endpoint.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        message = b"x" * 300
+        cpu_before = process_cpu_seconds(cpu_pid) if cpu_pid else 0.0
+        times = []
+        for _ in range(count):
+            began = time.perf_counter()
+            sock.sendall(message)
+            received = 0
+            while received < len(message):
+                received += len(sock.recv(65536))
+            times.append(time.perf_counter() - began)
+        cpu = (process_cpu_seconds(cpu_pid) - cpu_before) if cpu_pid else 0.0
+    return statistics.median(times) * 1e6, cpu / count * 1e6
+
+
+def echo_rtt_table(rounds: int, count: int) -> str:
+    """Round trips to an echo server direct and through each gateway: the gateways' own latency and
+    CPU per forwarded request/response, without a cluster's noise."""
+    echo = EchoServer()
+    echo.start()
+    quorum_gw = GatewayProcess([echo.endpoint])
+    etcd_gw: EtcdGateway | None = None
+    results: dict[str, list[tuple[float, float]]] = {s: [] for s in SUBJECTS}
+    try:
+        quorum_gw.start()
+        etcd_gw = EtcdGateway([echo.endpoint])
+        targets = {
+            "direct": (echo.endpoint, None),
+            "quorum-gateway": (quorum_gw.endpoint, quorum_gw.pid),
+            "etcd-gateway": (etcd_gw.endpoint, etcd_gw.proc.pid),
+        }
+        for round_no in range(rounds):
+            for subject in SUBJECTS if round_no % 2 == 0 else tuple(reversed(SUBJECTS)):
+                endpoint, pid = targets[subject]
+                results[subject].append(round_trips(endpoint, count, pid))
+    finally:
+        if etcd_gw is not None:
+            etcd_gw.close()
+        quorum_gw.close()
+        echo.listener.close()
+    p50 = {s: statistics.median(r[0] for r in results[s]) for s in SUBJECTS}
+    cpu = {s: statistics.median(r[1] for r in results[s]) for s in SUBJECTS}
+    return "\n".join(
+        [
+            f"Echo round trips ({count} x 300 B ping-pong on one connection, {rounds} rounds, medians):",
+            "",
+            "| path | p50 µs | added p50 µs | gateway CPU µs per round trip |",
+            "|---|---|---|---|",
+            *[f"| {s} | {p50[s]:.0f} | {p50[s] - p50['direct']:+.0f} | {cpu[s]:.0f} |" for s in SUBJECTS],
+            "",
+        ]
+    )
 
 
 def render_summary(runs: list[Run]) -> str:
@@ -161,6 +246,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workloads", default="put-1c,put-64c", help="any of compare.py's workloads")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scale", type=float, default=0.4, help="multiply every --total by this")
+    parser.add_argument(
+        "--echo-round-trips",
+        type=int,
+        default=5000,
+        help="also time this many 300-byte round trips to an echo server (0: skip)",
+    )
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "docs" / "performance.md")
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to --output")
     args = parser.parse_args(argv)
@@ -178,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[Run] = []
     with setup(args.cluster_kind) as (nodes, quorum_gw, etcd_gw):
         targets = {
-            "direct": (",".join(n.endpoint for n in nodes), [n.pid for n in nodes if n.pid is not None]),
+            "direct": (",".join(n.endpoint for n in nodes), []),
             "quorum-gateway": (quorum_gw.endpoint, [quorum_gw.pid] if quorum_gw.pid else []),
             "etcd-gateway": (etcd_gw.endpoint, [etcd_gw.proc.pid]),
         }
@@ -186,17 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             for round_no in range(1, args.rounds + 1):
                 order = SUBJECTS if round_no % 2 else tuple(reversed(SUBJECTS))
                 for subject in order:
-                    endpoint, pids = targets[subject]
-                    # the direct run's CPU column would be the members'; only gateways' CPU is of interest
-                    run = measure(
-                        args.ebench,
-                        workload,
-                        subject,
-                        round_no,
-                        endpoint,
-                        args.scale,
-                        pids if subject != "direct" else [],
-                    )
+                    endpoint, pids = targets[subject]  # CPU: only the gateway's is of interest
+                    run = measure(args.ebench, workload, subject, round_no, endpoint, args.scale, pids)
                     runs.append(run)
                     print(
                         f"{workload.name:8} {subject:15} round {round_no}: {run.ops_per_s:9,.0f} ops/s "
@@ -204,11 +286,13 @@ def main(argv: list[str] | None = None) -> int:
                         f"gateway CPU {run.server_cpu_us_per_op:.0f} µs/op",
                         flush=True,
                     )
+    echo = echo_rtt_table(args.rounds, args.echo_round_trips) if args.echo_round_trips else ""
     load_after = os.getloadavg()[0]
     print()
     print(render_summary(runs))
+    print(echo)
     if not args.no_write:
-        append_report(args.output, report_section(runs, args, (load_before, load_after)))
+        append_report(args.output, report_section(runs, args, (load_before, load_after)) + echo)
         print(f"\nappended to {args.output}")
     return 0
 
