@@ -95,6 +95,10 @@ def setup(cluster_kind: str) -> Iterator[tuple[list[NodeProcess], GatewayProcess
         quorum_gw = GatewayProcess(endpoints)
         quorum_gw.start()
         etcd_gw = EtcdGateway(endpoints)
+        # EtcdGateway's readiness check made one connection, which advanced its round-robin; one to
+        # ours too, so both send the n-th client connection to the same member (at 1 client, a leader
+        # versus a follower is worth more than either gateway costs).
+        port_is_open("127.0.0.1", quorum_gw.client_port)
         yield nodes, quorum_gw, etcd_gw
     finally:
         if etcd_gw is not None:
