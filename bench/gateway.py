@@ -179,6 +179,7 @@ def echo_rtt_table(rounds: int, count: int) -> str:
     cpu = {s: statistics.median(r[1] for r in results[s]) for s in SUBJECTS}
     return "\n".join(
         [
+            "",
             f"Echo round trips ({count} x 300 B ping-pong on one connection, {rounds} rounds, medians):",
             "",
             "| path | p50 µs | added p50 µs | gateway CPU µs per round trip |",
