@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from collections.abc import Sequence
 
 import dns.exception
 import dns.resolver
@@ -101,7 +100,3 @@ def discover(
                 "failed to validate discovered endpoint", extra={"srv-server": domain, "error": problem}
             )
     return kept
-
-
-def describe(endpoints: Sequence[Endpoint]) -> list[str]:
-    return [e.address for e in endpoints]
