@@ -60,6 +60,10 @@ async def serve(cfg: ServerConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["gateway"]:  # `quorum gateway start ...`: the L4 gateway, as `etcd gateway`
+        from gateway.main import main as gateway_main
+
+        sys.exit(gateway_main(args[1:]))
     try:
         cfg = parse_config(args, os.environ)
     except InfoRequested as info:
