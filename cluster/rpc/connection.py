@@ -708,9 +708,10 @@ class Connection(asyncio.Protocol):
             stream.timer.cancel()
         self.blocked.pop(stream.id, None)
         stream.wake()
-        if self.streams.pop(stream.id, None) is not None and not stream.remote_closed:
-            # The call is over; tell the client to stop sending on it (RFC 9113 8.1).
-            self.write(h2.rst_stream(stream.id, h2.NO_ERROR))
+        # No RST_STREAM(NO_ERROR) when the client is still sending: grpc-core clients then fail
+        # their pending write with INTERNAL instead of reporting our status. What they still send on
+        # the stream is dropped (at most one stream window, which is never replenished).
+        self.streams.pop(stream.id, None)
         if self._goaway_sent and not self.streams and self.transport is not None:
             self.loop.call_soon(self.abort)
 
