@@ -23,8 +23,9 @@ async def serve(cfg: ServerConfig) -> None:
 
     node = QuorumNode(cfg)
     await node.start()
-    server, health_servicer = build_server(node)
+    server, health_servicer, http = build_server(node)
     await server.start()
+    await http.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -44,6 +45,7 @@ async def serve(cfg: ServerConfig) -> None:
             )
         await stopper
     log.info("received signal; shutting down")
+    await http.stop()
     await server.stop(1.0)
     await node.stop()
     waiter.cancel()
