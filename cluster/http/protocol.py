@@ -148,8 +148,7 @@ class HttpRequest:
         out = [self._status_line(status), *_header_lines(headers)]
         if self.head.method != "HEAD" or status >= 300:
             out.append(b"Content-Length: %d\r\n" % len(body))
-        if not self._keep_alive():
-            out.append(b"Connection: close\r\n")
+        out.append(self._connection_header())
         out.append(b"\r\n")
         if self.head.method != "HEAD":
             out.append(body)
@@ -163,8 +162,7 @@ class HttpRequest:
         self.responded = True
         self.streaming = True
         out = [self._status_line(status), *_header_lines(headers), b"Transfer-Encoding: chunked\r\n"]
-        if not self._keep_alive():
-            out.append(b"Connection: close\r\n")
+        out.append(self._connection_header())
         out.append(b"\r\n")
         self._conn.write(b"".join(out))
 
@@ -184,6 +182,11 @@ class HttpRequest:
 
     def _keep_alive(self) -> bool:
         return self.head.keep_alive and not self._conn.closing
+
+    def _connection_header(self) -> bytes:
+        if not self._keep_alive():
+            return b"Connection: close\r\n"
+        return b"Connection: keep-alive\r\n" if self.head.version == "HTTP/1.0" else b""
 
     def _status_line(self, status: int) -> bytes:
         version = b"HTTP/1.0" if self.head.version == "HTTP/1.0" else b"HTTP/1.1"
