@@ -3,6 +3,7 @@ default) against the same member with a gRPC-only port, and the per-call cost of
 
 Usage:
     EBENCH=/root/.cache/quorum-bench/ebench python bench/http_port_cost.py --rounds 3 --scale 0.4
+    git archive 9ee7dbb | tar -x -C /tmp/base && python bench/http_port_cost.py --baseline-tree /tmp/base
     python bench/http_port_cost.py --micro-only
 
 The gRPC-only subject is the same `quorum` with `Server.http1_handoff` left unset (a connection that
@@ -42,6 +43,20 @@ main(sys.argv[1:])
 """
 
 
+BASELINE = "quorum-baseline"
+_baseline_tree: list[str] = []
+
+
+class BaselineQuorum(procs.QuorumProcess):
+    """`quorum` from another source tree (e.g. `git archive` of the commit before the HTTP side), to
+    measure what the per-call counters cost against a build without them."""
+
+    def process_env(self) -> dict[str, str]:
+        env = super().process_env()
+        env["PYTHONPATH"] = os.pathsep.join([*_baseline_tree, env["PYTHONPATH"]])
+        return env
+
+
 class GrpcOnlyQuorum(procs.QuorumProcess):
     """`quorum` whose client port refuses anything but HTTP/2."""
 
@@ -71,15 +86,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=0.4)
     parser.add_argument("--members", type=int, default=1)
     parser.add_argument("--micro-only", action="store_true")
+    parser.add_argument("--baseline-tree", help="also run `quorum` from this source tree (a third subject)")
     args = parser.parse_args(argv)
     micro()
     if args.micro_only:
         return 0
     procs.NODE_KINDS[GRPC_ONLY] = GrpcOnlyQuorum
+    subjects = [GRPC_ONLY, "quorum"]
+    if args.baseline_tree:
+        _baseline_tree.append(args.baseline_tree)
+        procs.NODE_KINDS[BASELINE] = BaselineQuorum
+        subjects.insert(0, BASELINE)
     return compare.main(
         [
             "--ebench", args.ebench,
-            "--subjects", f"{GRPC_ONLY},quorum",
+            "--subjects", ",".join(subjects),
             "--workloads", args.workloads,
             "--rounds", str(args.rounds),
             "--scale", str(args.scale),

@@ -338,6 +338,9 @@ class HttpConnection(asyncio.Protocol):
         """Answer a request we cannot serve (or bytes we cannot parse) and close, as Go's server does."""
         if self.closing:
             return
+        if self._current is not None and self._current.responded:
+            self.abort()  # a response is under way: a status line now would corrupt it
+            return
         body = f"{status} {REASONS.get(status, 'Bad Request')}".encode()
         if status == 400 and message:
             body += f": {message}".encode()
