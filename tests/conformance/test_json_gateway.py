@@ -192,6 +192,20 @@ def case_leases(call: Call) -> None:
     call("/v3/kv/range", {"key": b64("l/k")})
 
 
+def case_election_and_lock(call: Call) -> None:
+    call("/v3/lease/grant", {"TTL": 60, "ID": "32768"})
+    campaign = call("/v3/election/campaign", {"name": b64("el"), "lease": "32768", "value": b64("v1")})
+    call("/v3/election/leader", {"name": b64("el")})
+    call("/v3/election/proclaim", {"leader": campaign.get("leader", {}), "value": b64("v2")})
+    call("/v3/election/leader", {"name": b64("el")})
+    call("/v3/election/resign", {"leader": campaign.get("leader", {})})
+    call("/v3/election/leader", {"name": b64("el")})
+    call("/v3/election/proclaim", {"value": b64("v3")})
+    lock = call("/v3/lock/lock", {"name": b64("lk"), "lease": "32768"})
+    call("/v3/lock/unlock", {"key": lock.get("key", "")})
+    call("/v3/lease/revoke", {"ID": "32768"})
+
+
 CASES = {
     name[len("case_") :]: fn
     for name, fn in sorted(globals().items())
