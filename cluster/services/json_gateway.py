@@ -195,7 +195,53 @@ def _first_value(text: str) -> tuple[Any, int] | None:
     try:
         return _decoder.raw_decode(text, start)
     except json.JSONDecodeError as exc:
-        raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, exc.msg.lower()) from None
+        raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, go_json_error(exc)) from None
+
+
+_GO_SYNTAX = {
+    "Expecting property name enclosed in double quotes": "looking for beginning of object key string",
+    "Expecting value": "looking for beginning of value",
+    "Expecting ':' delimiter": "after object key",
+    "Invalid control character at": "in string literal",
+}
+
+
+def go_json_error(exc: json.JSONDecodeError) -> str:
+    """The message Go's encoding/json gives for the same syntax error (what grpc-gateway reports)."""
+    text, pos = exc.doc, exc.pos
+    if pos >= len(text) or exc.msg.startswith("Unterminated string"):
+        return "unexpected EOF"
+    char = text[pos]
+    shown = {"'": "\\'", '"': '"'}.get(char) or json.dumps(char)[1:-1]
+    if exc.msg == "Expecting ',' delimiter":
+        inside = _innermost_open(text, pos)
+        where = "after array element" if inside == "[" else "after object key:value pair"
+        return f"invalid character '{shown}' {where}"
+    for prefix, where in _GO_SYNTAX.items():
+        if exc.msg.startswith(prefix):
+            return f"invalid character '{shown}' {where}"
+    return exc.msg.lower()
+
+
+def _innermost_open(text: str, pos: int) -> str:
+    """'[' or '{': the container open at `pos` (strings skipped)."""
+    stack: list[str] = []
+    in_string = escaped = False
+    for ch in text[:pos]:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            stack.append(ch)
+        elif ch in "]}" and stack:
+            stack.pop()
+    return stack[-1] if stack else "{"
 
 
 def error_body(code: grpc.StatusCode, message: str) -> bytes:
@@ -393,7 +439,7 @@ class _JsonValues:
                     return value
                 except json.JSONDecodeError as exc:
                     if self._done:
-                        raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, exc.msg.lower()) from None
+                        raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, go_json_error(exc)) from None
             elif self._done:
                 return self.EOF
             try:
