@@ -1,12 +1,9 @@
 """etcd's grpc-gateway on the client port: POST /v3/<service>/<method> with a JSON body.
 
-Requests are decoded the way grpc-gateway's jsonpb does (field names as in the .proto or in
-lowerCamelCase, int64 as strings or numbers, enums by name or number, bytes as standard padded
-base64, unknown fields ignored) and dispatched to the very handlers the gRPC server registered
-(`Server.lookup`), with a context of the engine's own kind; there is no loopback gRPC hop as in
-etcd. Responses are jsonpb with the .proto field names, int64 as strings and default values left
-out. Errors are grpc-gateway's: `{"error": msg, "message": msg, "code": grpc code}` with the HTTP
-status its HTTPStatusFromCode gives.
+Requests are decoded as grpc-gateway's jsonpb decodes them (`jsonpb.py`) and dispatched to the very
+handlers the gRPC server registered (`Server.lookup`), with a context of the engine's own kind; there
+is no loopback gRPC hop as in etcd. Errors are grpc-gateway's: `{"error": msg, "message": msg,
+"code": grpc code}` with the HTTP status its HTTPStatusFromCode gives.
 
 Streaming methods (watch, lease keep-alive, election observe, snapshot) answer with a chunked body of
 newline-terminated `{"result": ...}` objects; a client-streaming body may hold several JSON objects
@@ -17,8 +14,6 @@ one after another, taken as they arrive. An error after the first result arrives
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import codecs
 import inspect
 import json
@@ -27,13 +22,21 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from cluster.api.grpc_names import METHODS, MethodInfo
 from cluster.http.protocol import REASONS, Headers, HttpRequest, plain_error
 from cluster.rpc.context import Abort, ServicerContext, behaviour_of, send_responses
 from cluster.rpc.server import Server
+from cluster.services.jsonpb import (
+    DECODER,
+    GatewayError,
+    dumps,
+    first_value,
+    go_json_error,
+    parse_request,
+    to_json,
+)
 
 log = logging.getLogger("quorum.gateway")
 
@@ -113,135 +116,6 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
 
 JSON = "application/json"
 _RESULT_HEADERS: Headers = (("Content-Type", JSON), ("Grpc-Metadata-Content-Type", "application/grpc"))
-_B64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
-_decoder = json.JSONDecoder()
-
-
-class GatewayError(Exception):
-    """A request the gateway refuses before calling the method."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-# ---- JSON <-> protobuf ---------------------------------------------------------------------------------
-def to_json(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
-
-
-def dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def parse_request(value: Any, cls: type[Message]) -> Message:
-    """A request message from one decoded JSON value, as grpc-gateway's jsonpb would build it."""
-    msg = cls()
-    if value is None:
-        return msg
-    if not isinstance(value, dict):
-        kind = {list: "array", str: "string", bool: "bool"}.get(type(value), "number")
-        raise GatewayError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"json: cannot unmarshal {kind} into Go value of type map[string]json.RawMessage",
-        )
-    _check_bytes(msg.DESCRIPTOR, value)
-    try:
-        json_format.ParseDict(value, msg, ignore_unknown_fields=True)
-    except json_format.ParseError as exc:
-        raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-    return msg
-
-
-def _check_bytes(desc: Any, value: dict[str, Any]) -> None:
-    """Go decodes bytes fields with strict, padded standard base64; Python's json_format is lenient."""
-    for key, item in value.items():
-        field = desc.fields_by_name.get(key) or desc.fields_by_camelcase_name.get(key)
-        if field is None or item is None:
-            continue
-        items = item if field.is_repeated and isinstance(item, list) else [item]
-        for one in items:
-            if field.type == field.TYPE_BYTES and isinstance(one, str):
-                _strict_b64(one)
-            elif (
-                field.type == field.TYPE_MESSAGE and isinstance(one, dict) and field.message_type is not None
-            ):
-                _check_bytes(field.message_type, one)
-
-
-def _strict_b64(text: str) -> None:
-    try:
-        base64.b64decode(text, validate=True)
-        if len(text) % 4 == 0:
-            return
-    except (binascii.Error, ValueError):
-        pass
-    for i, ch in enumerate(text):
-        if ch not in _B64 and ch != "=":
-            pos = i
-            break
-    else:
-        pad = text.find("=")
-        pos = len(text) - len(text) % 4 if pad < 0 else pad
-    raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, f"illegal base64 data at input byte {pos}")
-
-
-def _first_value(text: str) -> tuple[Any, int] | None:
-    """The first JSON value in `text` and where it ends, or None when `text` is only whitespace."""
-    start = len(text) - len(text.lstrip())
-    if start == len(text):
-        return None
-    try:
-        return _decoder.raw_decode(text, start)
-    except json.JSONDecodeError as exc:
-        raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, go_json_error(exc)) from None
-
-
-_GO_SYNTAX = {
-    "Expecting property name enclosed in double quotes": "looking for beginning of object key string",
-    "Expecting value": "looking for beginning of value",
-    "Expecting ':' delimiter": "after object key",
-    "Invalid control character at": "in string literal",
-}
-
-
-def go_json_error(exc: json.JSONDecodeError) -> str:
-    """The message Go's encoding/json gives for the same syntax error (what grpc-gateway reports)."""
-    text, pos = exc.doc, exc.pos
-    if pos >= len(text) or exc.msg.startswith("Unterminated string"):
-        return "unexpected EOF"
-    char = text[pos]
-    shown = {"'": "\\'", '"': '"'}.get(char) or json.dumps(char)[1:-1]
-    if exc.msg == "Expecting ',' delimiter":
-        inside = _innermost_open(text, pos)
-        where = "after array element" if inside == "[" else "after object key:value pair"
-        return f"invalid character '{shown}' {where}"
-    for prefix, where in _GO_SYNTAX.items():
-        if exc.msg.startswith(prefix):
-            return f"invalid character '{shown}' {where}"
-    return exc.msg.lower()
-
-
-def _innermost_open(text: str, pos: int) -> str:
-    """'[' or '{': the container open at `pos` (strings skipped)."""
-    stack: list[str] = []
-    in_string = escaped = False
-    for ch in text[:pos]:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            stack.append(ch)
-        elif ch in "]}" and stack:
-            stack.pop()
-    return stack[-1] if stack else "{"
 
 
 def error_body(code: grpc.StatusCode, message: str) -> bytes:
@@ -383,7 +257,7 @@ class JsonGateway:
             text = body.decode()
         except UnicodeDecodeError:
             raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, "invalid UTF-8 in JSON body") from None
-        first = _first_value(text)
+        first = first_value(text)
         return None if first is None else first[0]
 
     async def _stream_requests(self, request: HttpRequest, info: MethodInfo) -> AsyncIterator[Message]:
@@ -434,7 +308,7 @@ class _JsonValues:
             stripped = self._text.lstrip()
             if stripped:
                 try:
-                    value, end = _decoder.raw_decode(stripped)
+                    value, end = DECODER.raw_decode(stripped)
                     self._text = stripped[end:]
                     return value
                 except json.JSONDecodeError as exc:
