@@ -712,7 +712,9 @@ class Connection(asyncio.Protocol):
 
     def _handled(self, stream: Stream, code: int) -> None:
         """Count a finished call (grpc_server_handled_total), and time it when asked to."""
-        self.stats.count(stream.path, code)
+        handled = self.stats.handled
+        key = (stream.path, code)
+        handled[key] = handled.get(key, 0) + 1
         if stream.started:
             self.stats.observe(stream.path, self.loop.time() - stream.started)
 

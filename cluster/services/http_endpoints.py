@@ -260,7 +260,11 @@ class HttpService:
 
     async def start(self) -> None:
         self.metrics.start()
-        urls = [(url.bind_host(), url.port) for url in self._node.cfg.listen_metrics_urls]
+        urls = []
+        for url in self._node.cfg.listen_metrics_urls:
+            if url.is_tls:
+                raise RuntimeError(f"TLS metrics URL {url} is not supported yet")
+            urls.append((url.bind_host(), url.port))
         await self._listeners.start(self.endpoints, urls)
 
     async def stop(self) -> None:

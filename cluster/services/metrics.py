@@ -121,7 +121,7 @@ class MemberCollector:
         yield _gauge(
             "etcd_server_is_learner", "Whether or not this member is a learner. 1 if is, 0 otherwise.", 0
         )
-        yield _counter(
+        yield exact_counter(
             "etcd_server_leader_changes_seen_total",
             "The number of leader changes seen.",
             driver.leader_changes,
@@ -141,7 +141,7 @@ class MemberCollector:
             "The current number of pending proposals to commit.",
             node.pending_proposals,
         )
-        yield _counter(
+        yield exact_counter(
             "etcd_server_proposals_failed_total",
             "The total number of failed proposals seen.",
             node.proposals_failed,
@@ -170,10 +170,10 @@ class MemberCollector:
             "cluster_version",
             cluster_version,
         )
-        yield _counter(
+        yield exact_counter(
             "etcd_server_health_success", "The total number of successful health checks", self._health.success
         )
-        yield _counter(
+        yield exact_counter(
             "etcd_server_health_failures", "The total number of failed health checks", self._health.failures
         )
         yield _histogram(
@@ -270,7 +270,8 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
-def _counter(name: str, doc: str, value: float) -> Metric:
+def exact_counter(name: str, doc: str, value: float) -> Metric:
+    """A counter named exactly `name` (with or without "_total", as etcd names it)."""
     family = Metric(name, doc, "counter")
     family.add_sample(name, {}, value)
     return family
