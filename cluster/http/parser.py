@@ -11,6 +11,7 @@ body bytes as they arrive, so memory per connection is bounded by the consumer's
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -18,6 +19,10 @@ END: Final = b""
 """The event that ends a request body (also sent for requests without one)."""
 
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_TOKEN_CHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_TOKEN_RE = re.compile(_TOKEN_CHARS)
+_REQUEST_LINE = re.compile(rf"({_TOKEN_CHARS}) ([\x21-\x7e\x80-\xff]+) (HTTP/1\.[0-9])")
+_HEADER_LINE = re.compile(rf"({_TOKEN_CHARS}):[ \t]*(.*?)[ \t]*")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _MAX_CHUNK_LINE = 4096
 
@@ -171,25 +176,20 @@ def _parse_head(raw: bytes) -> RequestHead:
     except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
         raise HttpParseError(400, "malformed request") from None
     lines = text.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[0] or not parts[1]:
-        raise HttpParseError(400, "malformed request line")
-    method, target, version = parts
-    if not all(ord(c) in _TOKEN for c in method):
-        raise HttpParseError(400, "malformed request line")
-    if not version.startswith("HTTP/1.") or len(version) != 8 or not version[7].isdigit():
-        if version.startswith("HTTP/"):
+    match = _REQUEST_LINE.fullmatch(lines[0])
+    if match is None:
+        parts = lines[0].split(" ")
+        if len(parts) == 3 and _TOKEN_RE.fullmatch(parts[0]) and parts[2].startswith("HTTP/"):
             raise HttpParseError(505, "HTTP Version Not Supported")
         raise HttpParseError(400, "malformed request line")
-    if any(c.isspace() or ord(c) < 0x21 or ord(c) == 0x7F for c in target):
-        raise HttpParseError(400, "malformed request target")
+    method, target, version = match.groups()
     headers: dict[str, str] = {}
     for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not name or not all(ord(c) in _TOKEN for c in name):
+        header = _HEADER_LINE.fullmatch(line)
+        if header is None:
             raise HttpParseError(400, "malformed header line")
+        name, value = header.groups()
         key = name.lower()
-        value = value.strip(" \t")
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     connection = headers.get("connection", "").lower()
     keep_alive = "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection

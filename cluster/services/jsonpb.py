@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 _B64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
@@ -32,8 +33,42 @@ class GatewayError(Exception):
         self.message = message
 
 
+_INT64 = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+
+
 def to_json(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    """jsonpb's output for `message` (what json_format.MessageToDict with proto field names gives, at a
+    fraction of its cost: only the fields set are visited, through the C ListFields)."""
+    out: dict[str, Any] = {}
+    for field, value in message.ListFields():
+        if field.is_repeated:
+            out[field.name] = [_value(field, v) for v in value]
+        else:
+            out[field.name] = _value(field, value)
+    return out
+
+
+def _value(field: FieldDescriptor, value: Any) -> Any:
+    kind = field.type
+    if kind == FieldDescriptor.TYPE_MESSAGE:
+        return to_json(value)
+    if kind in _INT64:
+        return str(value)
+    if kind == FieldDescriptor.TYPE_BYTES:
+        return base64.b64encode(value).decode()
+    if kind == FieldDescriptor.TYPE_ENUM:
+        enum_type = field.enum_type
+        enum = enum_type.values_by_number.get(value) if enum_type is not None else None
+        return enum.name if enum is not None else value
+    return value
 
 
 def dumps(value: Any) -> bytes:
