@@ -104,10 +104,15 @@ def test_metrics_count_grpc_calls_by_method_and_code(quorum: NodeProcess) -> Non
     assert value(after, hist, **labels) - value(before, hist, **labels) == 5
 
 
-def test_watchers_are_counted(quorum: NodeProcess) -> None:
+def test_http_watchers_are_counted_and_removed_with_their_connection(quorum: NodeProcess) -> None:
+    before = value(scrape(quorum.endpoint), "etcd_debugging_mvcc_watcher_total")
     with stream(quorum.endpoint, "/v3/watch", {"create_request": {"key": b64("w")}}) as reply:
         assert reply.read_line()["result"]["created"] is True
-        assert value(scrape(quorum.endpoint), "etcd_debugging_mvcc_watcher_total") >= 1
+        assert value(scrape(quorum.endpoint), "etcd_debugging_mvcc_watcher_total") == before + 1
+    deadline = time.monotonic() + 5  # the client went away: its watcher goes with it
+    while value(scrape(quorum.endpoint), "etcd_debugging_mvcc_watcher_total") != before:
+        assert time.monotonic() < deadline, "watcher of a closed HTTP watch still registered"
+        time.sleep(0.05)
 
 
 def test_metrics_port_serves_metrics_and_health_only(quorum: NodeProcess, metrics_port: int) -> None:
