@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -325,6 +326,33 @@ def start_cluster(kind: str, settings: Settings, attempts: int = 3) -> FreshClus
     raise AssertionError("unreachable")
 
 
+def run_ebench(cmd: Sequence[str]) -> dict[str, Any]:
+    """Run one ebench command line; its JSON result."""
+    done = subprocess.run(list(cmd), capture_output=True, text=True, timeout=900, check=False)
+    if done.returncode != 0 or not done.stdout.strip():
+        raise RuntimeError(f"ebench failed ({done.returncode}): {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure(
+    ebench: str,
+    workload: Workload,
+    subject: str,
+    round_no: int,
+    endpoint: str,
+    scale: float,
+    server_pids: Sequence[int],
+) -> Run:
+    """Run ``workload`` against ``endpoint`` (no cluster management); CPU summed over ``server_pids``."""
+    cmd = workload.command(ebench, endpoint, scale)
+    cpu_before = sum(process_cpu_seconds(pid) for pid in server_pids)
+    result = run_ebench(cmd)
+    cpu = sum(process_cpu_seconds(pid) for pid in server_pids) - cpu_before
+    shown = shlex.join(["ebench", *cmd[1:]]).replace(endpoint, ENDPOINTS)
+    return run_from_result(result, workload.name, subject, round_no, shown, server_cpu_s=cpu)
+
+
 def run_one(settings: Settings, workload: Workload, subject: str, round_no: int) -> Run:
     with start_cluster(subject, settings) as cluster:
         if workload.preload_range_key:
@@ -333,13 +361,11 @@ def run_one(settings: Settings, workload: Workload, subject: str, round_no: int)
         cmd = settings.command(workload, cluster.endpoints)
         leader, term_before = cluster.leader()
         cpu_before = cluster.cpu_seconds()
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+        result = run_ebench(cmd)
         cpu = cluster.cpu_seconds() - cpu_before
         _, term_after = cluster.leader()
-        if done.returncode != 0 or not done.stdout.strip():
-            raise RuntimeError(f"ebench failed ({done.returncode}): {done.stderr[-2000:]}")
         return run_from_result(
-            json.loads(done.stdout.strip().splitlines()[-1]),
+            result,
             workload.name,
             subject,
             round_no,

@@ -235,6 +235,11 @@ TIMEOUT_WAIT_APPLIED_INDEX: Final = _define(
     _C.UNAVAILABLE,
     "etcdserver: request timed out, waiting for the applied index took too long",
 )
+TIMEOUT_LEADER_TRANSFER: Final = _define(
+    "ErrTimeoutLeaderTransfer",
+    _C.UNAVAILABLE,
+    "etcdserver: request timed out, leader transfer took too long",
+)
 UNHEALTHY: Final = _define("ErrUnhealthy", _C.UNAVAILABLE, "etcdserver: unhealthy cluster")
 CORRUPT: Final = _define("ErrCorrupt", _C.DATA_LOSS, "etcdserver: corrupt cluster")
 NOT_SUPPORTED_FOR_LEARNER: Final = _define(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from cluster.api.gen.etcdserverpb import rpc_pb2
@@ -143,9 +145,8 @@ async def run_member_promote(s: Session) -> None:
 
 async def run_defrag(s: Session) -> None:
     if s.inv.flags.get("data-dir"):
-        data_dir = s.inv.flags.get("data-dir")
-        s.err(f"Failed to defragment etcd data[{data_dir}] (offline defragmentation is not supported)\n")
-        raise CtlExit(EXIT_ERROR, None)
+        _defrag_data_dir(s, str(s.inv.flags.get("data-dir")))
+        return
     failures = 0
     async with s.client() as client:
         for endpoint in await endpoints_from_cluster(s):
@@ -160,6 +161,24 @@ async def run_defrag(s: Session) -> None:
                 s.out(f"Finished defragmenting etcd member[{endpoint}]\n")
     if failures:
         raise CtlExit(EXIT_ERROR, None)
+
+
+def _defrag_data_dir(s: Session, data_dir: str) -> None:
+    """Offline defrag of a stopped member's backend, as etcdctl's ``defrag --data-dir`` (which, like
+    ``snapshot restore``, works on the server's database directly)."""
+    from cluster.storage.backend import defrag_offline
+
+    db = os.path.join(data_dir, "member", "snap", "db")
+
+    def waiting() -> None:
+        s.err(f'waiting for etcd to close and release its lock on "{db}". '
+              "To defrag a running etcd instance, omit --data-dir.\n")
+
+    try:
+        defrag_offline(Path(db), waiting)
+    except Exception as err:
+        s.err(f"Failed to defragment etcd data[{data_dir}] ({err})\n")
+        raise CtlExit(EXIT_ERROR, None) from None
 
 
 async def run_move_leader(s: Session) -> None:

@@ -40,6 +40,19 @@ class EndpointHashKV:
     response: rpc_pb2.HashKVResponse
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotStatus:
+    """What ``snapshot status`` reports about a snapshot file (etcd's snapshot.Status)."""
+
+    hash: int
+    revision: int
+    total_key: int
+    total_size: int
+
+    def row(self) -> list[str]:
+        return [f"{self.hash:x}", str(self.revision), str(self.total_key), humanize_bytes(self.total_size)]
+
+
 def _hex_bytes(data: bytes) -> bytes:
     return "".join(f"\\x{b:02x}" for b in data).encode()
 
@@ -84,6 +97,9 @@ class Printer:
         raise self.unsupported()
 
     def endpoint_hashkv(self, items: list[EndpointHashKV]) -> None:
+        raise self.unsupported()
+
+    def db_status(self, ds: SnapshotStatus) -> None:
         raise self.unsupported()
 
 
@@ -182,6 +198,9 @@ class SimplePrinter(Printer):
         for item in items:
             self.write(f"{item.endpoint}, {item.response.hash}\n")
 
+    def db_status(self, ds: SnapshotStatus) -> None:
+        self.write(", ".join(ds.row()) + "\n")
+
 
 class JSONPrinter(RPCPrinter):
     name = "json"
@@ -213,6 +232,11 @@ class JSONPrinter(RPCPrinter):
             f'{{"Endpoint":{json_string(i.endpoint)},"HashKV":{message_json(i.response)}}}' for i in items
         ]
         self.write("[" + ",".join(parts) + "]\n")
+
+
+    def db_status(self, ds: SnapshotStatus) -> None:
+        self.write(f'{{"hash":{ds.hash},"revision":{ds.revision},"totalKey":{ds.total_key},'
+                   f'"totalSize":{ds.total_size}}}\n')
 
 
 class ProtobufPrinter(RPCPrinter):
@@ -325,6 +349,12 @@ class FieldsPrinter(Printer):
             self.line(f'"Hash" : {item.response.hash}')
             self.line("")
 
+    def db_status(self, ds: SnapshotStatus) -> None:
+        self.line(f'"Hash" : {ds.hash}')
+        self.line(f'"Revision" : {ds.revision}')
+        self.line(f'"Keys" : {ds.total_key}')
+        self.line(f'"Size" : {ds.total_size}')
+
 
 class TablePrinter(Printer):
     name = "table"
@@ -355,6 +385,9 @@ class TablePrinter(Printer):
     def endpoint_hashkv(self, items: list[EndpointHashKV]) -> None:
         rows = [[i.endpoint, str(i.response.hash)] for i in items]
         self.write(render_table(["endpoint", "hash"], rows))
+
+    def db_status(self, ds: SnapshotStatus) -> None:
+        self.write(render_table(["hash", "revision", "total keys", "total size"], [ds.row()]))
 
 
 def _go_bool(value: bool) -> str:

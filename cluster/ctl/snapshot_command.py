@@ -1,17 +1,22 @@
-"""``snapshot save``: stream a member's backend to a file, logging as etcdctl's snapshot manager.
+"""``snapshot save``, ``status`` and ``restore``, logging as etcdctl's snapshot manager.
 
-``snapshot status`` and ``snapshot restore`` read and rewrite bbolt files offline; they are not
-implemented.
+``save`` streams a member's backend over gRPC (it works against etcd too). ``status`` and ``restore``
+work offline on Quorum snapshot files (an LMDB database plus its SHA-256; ``cluster.snapshot``), so
+like etcdctl they import the storage layer; they cannot read etcd's bbolt files, nor can etcdctl
+read Quorum's.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from cluster.ctl.cobra import Command
-from cluster.ctl.exits import EXIT_BAD_ARGS, EXIT_INTERRUPTED, CtlExit
+from cluster.ctl.exits import EXIT_BAD_ARGS, EXIT_ERROR, EXIT_INTERRUPTED, CtlExit
+from cluster.ctl.flags import FlagSpec
 from cluster.ctl.goformat import humanize_bytes
+from cluster.ctl.printers import SnapshotStatus
 from cluster.ctl.session import Runner, Session, zap_string, zap_timestamp
 
 SHA256_SIZE = 32
@@ -22,14 +27,40 @@ def _go_path_error(op: str, path: str, err: OSError) -> str:
     return f"{op} {path}: {reason[:1].lower()}{reason[1:]}"
 
 
-def _epoch_log(s: Session, line: int, msg: str, **fields: object) -> None:
+RESTORE_FLAGS = (
+    FlagSpec("data-dir", "string", "", "Path to the data directory"),
+    FlagSpec("initial-advertise-peer-urls", "string", "http://localhost:2380",
+             "List of this member's peer URLs to advertise to the rest of the cluster"),
+    FlagSpec("initial-cluster", "string", "default=http://localhost:2380",
+             "Initial cluster configuration for restore bootstrap"),
+    FlagSpec("initial-cluster-token", "string", "etcd-cluster",
+             "Initial cluster token for the etcd cluster during restore bootstrap"),
+    FlagSpec("name", "string", "default", "Human-readable name for this member"),
+    FlagSpec("skip-hash-check", "bool", False,
+             "Ignore snapshot integrity hash value (required if copied from data directory)"),
+    FlagSpec("wal-dir", "string", "", "Path to the WAL directory (use --data-dir if none given)"),
+)  # fmt: skip
+STATUS_LONG = (
+    "When --write-out is set to simple, this command prints out comma-separated status lists for each "
+    "endpoint.\nThe items in the lists are hash, revision, total keys, total size.\n"
+)
+
+
+def _zap_value(value: object) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ",".join(zap_string(str(v)) for v in value) + "]"
+    return zap_string(str(value))
+
+
+def _epoch_log(
+    s: Session, line: int, msg: str, caller: str = "snapshot/v3_snapshot.go", **fields: object
+) -> None:
     """One zap production-logger line (epoch-seconds timestamp) from the snapshot manager."""
-    extra = "".join(
-        f",{zap_string(k)}:{repr(v) if isinstance(v, float) else zap_string(str(v))}"
-        for k, v in fields.items()
-    )
+    extra = "".join(f",{zap_string(k)}:{_zap_value(v)}" for k, v in fields.items())
     s.err(
-        f'{{"level":"info","ts":{time.time()!r},"caller":"snapshot/v3_snapshot.go:{line}",'
+        f'{{"level":"info","ts":{time.time()!r},"caller":"{caller}:{line}",'
         f'"msg":{zap_string(msg)}{extra}}}\n'
     )
 
@@ -96,10 +127,77 @@ async def run_snapshot_save(s: Session) -> None:
     s.out(f"Snapshot saved at {path}\n")
 
 
-def snapshot_save_command(runner: Runner) -> Command:
-    return Command(
-        "save",
-        "save <filename>",
-        "Stores an etcd node backend snapshot to a given file",
-        run=runner(run_snapshot_save),
+async def run_snapshot_status(s: Session) -> None:
+    from cluster.snapshot.file import SnapshotFileError, status
+
+    if len(s.inv.args) != 1:
+        raise CtlExit(EXIT_BAD_ARGS, "snapshot status requires exactly one argument")
+    printer = s.init_display()
+    try:
+        ds = status(Path(s.inv.args[0]))
+    except SnapshotFileError as err:
+        raise CtlExit(EXIT_ERROR, str(err)) from None
+    printer.db_status(SnapshotStatus(ds.hash, ds.revision, ds.total_key, ds.total_size))
+
+
+_EVENT_CALLERS = {
+    "restoring snapshot": ("snapshot/v3_snapshot.go", 296),
+    "added member": ("membership/cluster.go", 392),
+    "restored snapshot": ("snapshot/v3_snapshot.go", 309),
+}
+
+
+async def run_snapshot_restore(s: Session) -> None:
+    from cluster.snapshot.file import SnapshotFileError
+    from cluster.snapshot.restore import RestoreConfig, restore
+
+    if len(s.inv.args) != 1:
+        raise CtlExit(EXIT_BAD_ARGS, "snapshot restore requires exactly one argument")
+    flags = s.inv.flags
+    name = str(flags.get("name"))
+    cfg = RestoreConfig(
+        snapshot_path=s.inv.args[0],
+        name=name,
+        data_dir=str(flags.get("data-dir")) or f"{name}.etcd",
+        wal_dir=str(flags.get("wal-dir")),
+        peer_urls=str(flags.get("initial-advertise-peer-urls")),
+        initial_cluster=str(flags.get("initial-cluster")),
+        initial_cluster_token=str(flags.get("initial-cluster-token")),
+        skip_hash_check=bool(flags.get("skip-hash-check")),
     )
+
+    def event(msg: str, fields: object) -> None:
+        caller, line = _EVENT_CALLERS[msg]
+        _epoch_log(s, line, msg, caller, **dict(fields))  # type: ignore[call-overload]
+
+    try:
+        restore(cfg, event)
+    except SnapshotFileError as err:
+        raise CtlExit(EXIT_ERROR, str(err)) from None
+    except OSError as err:
+        raise CtlExit(EXIT_ERROR, str(err)) from None
+
+
+def snapshot_commands(runner: Runner) -> list[Command]:
+    return [
+        Command(
+            "save",
+            "save <filename>",
+            "Stores an etcd node backend snapshot to a given file",
+            run=runner(run_snapshot_save),
+        ),
+        Command(
+            "status",
+            "status <filename>",
+            "Gets backend snapshot status of a given file",
+            long=STATUS_LONG,
+            run=runner(run_snapshot_status),
+        ),
+        Command(
+            "restore",
+            "restore <filename> [options]",
+            "Restores an etcd member snapshot to an etcd directory",
+            flags=RESTORE_FLAGS,
+            run=runner(run_snapshot_restore),
+        ),
+    ]

@@ -18,7 +18,7 @@ from cluster.ctl.kv_commands import kv_commands
 from cluster.ctl.lease_commands import lease_commands
 from cluster.ctl.maintenance_commands import maintenance_commands, member_list_command
 from cluster.ctl.session import GLOBAL_FLAGS, Handler, Session
-from cluster.ctl.snapshot_command import snapshot_save_command
+from cluster.ctl.snapshot_command import snapshot_commands
 from cluster.ctl.watch_command import watch_command
 
 SessionFactory = Callable[[Invocation], Session]
@@ -41,8 +41,6 @@ NOT_IMPLEMENTED: tuple[tuple[str, str], ...] = (
     ("completion zsh", "Generate the autocompletion script for zsh"),
     ("make-mirror", "Makes a mirror at the destination etcd cluster"),
     ("migrate", "Migrates keys in a v2 store to a mvcc store"),
-    ("snapshot restore", "Restores an etcd member snapshot to an etcd directory"),
-    ("snapshot status", "Gets backend snapshot status of a given file"),
 )
 GROUPS = {
     "auth": "Enable or disable authentication",
@@ -79,7 +77,7 @@ def build_tree(make_session: SessionFactory) -> Command:
     groups = {name: Command(name, f"{name} <subcommand>", short) for name, short in GROUPS.items()}
     groups["member"].add(member_list_command(runner), *member_commands(runner))
     groups["lease"].add(*lease_commands(runner))
-    groups["snapshot"].add(snapshot_save_command(runner))
+    groups["snapshot"].add(*snapshot_commands(runner))
     for group, commands in auth_commands(runner).items():
         groups[group].add(*commands)
     next(c for c in groups["member"].children if c.name == "list").long = MEMBER_LIST_LONG

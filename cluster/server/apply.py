@@ -46,6 +46,12 @@ class BatchOutcome:
 RequestHandler = Callable[[Any, Any], Any]
 """Applies one request kind: `(write_txn, request) -> response`, raising EtcdError on failure."""
 
+RequestCheck = Callable[[str, Any], None]
+"""Runs before a request of any kind is applied: `(kind, request)`; raising EtcdError refuses it."""
+
+ResultFilter = Callable[[str, Any, Any], Any]
+"""Runs after a request was applied: `(kind, request, result) -> result` (may replace the result)."""
+
 
 class EntryApplier:
     """Applies committed entries to the MVCC store and the member list.
@@ -68,6 +74,8 @@ class EntryApplier:
         self._membership = membership
         self._on_cluster_version = on_cluster_version or (lambda v: None)
         self._handlers: dict[str, RequestHandler] = {}
+        self._checks: list[RequestCheck] = []
+        self._filters: list[ResultFilter] = []
         index, term = store.consistent_index()
         self.applied_index = index
         self.applied_term = term
@@ -79,6 +87,14 @@ class EntryApplier:
     def register(self, kind: str, handler: RequestHandler) -> None:
         """Route InternalRaftRequests whose oneof `request` is `kind` to `handler`."""
         self._handlers[kind] = handler
+
+    def add_check(self, check: RequestCheck) -> None:
+        """Refuse requests by state every member shares (alarms): see `RequestCheck`."""
+        self._checks.append(check)
+
+    def add_result_filter(self, result_filter: ResultFilter) -> None:
+        """Rewrite results after apply (the quota's NO_SPACE): see `ResultFilter`."""
+        self._filters.append(result_filter)
 
     def apply(self, entries: list[Entry]) -> BatchOutcome:
         """Apply a batch in one backend write transaction (re-run whole if the map had to grow)."""
@@ -126,6 +142,19 @@ class EntryApplier:
 
     def _dispatch(self, wtx: Any, kv: KVApplier, req: Any, out: BatchOutcome) -> Any:
         kind = req.WhichOneof("request")
+        if kind is None or not (self._checks or self._filters):
+            return self._dispatch_kind(wtx, kv, req, kind, out)
+        try:
+            for check in self._checks:
+                check(kind, getattr(req, kind))
+        except errors.EtcdError as exc:
+            return exc
+        result = self._dispatch_kind(wtx, kv, req, kind, out)
+        for result_filter in self._filters:
+            result = result_filter(kind, getattr(req, kind), result)
+        return result
+
+    def _dispatch_kind(self, wtx: Any, kv: KVApplier, req: Any, kind: str | None, out: BatchOutcome) -> Any:
         try:
             if kind == "put":
                 return kv.put(wtx, req.put)
@@ -147,7 +176,7 @@ class EntryApplier:
                 self._on_cluster_version(req.cluster_version.version)
                 return None
             handler = self._handlers.get(kind) if kind else None
-            if handler is not None:
+            if handler is not None and kind is not None:
                 return handler(wtx, getattr(req, kind))
         except errors.EtcdError as exc:
             return exc

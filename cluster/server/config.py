@@ -681,6 +681,12 @@ def _validate_timing(config: ServerConfig) -> None:
         )
 
 
+def validate_initial_cluster(config: ServerConfig) -> None:
+    """etcd's bootstrap checks of name, --initial-cluster and --initial-advertise-peer-urls (also
+    run by ``snapshot restore``); raises ValueError with etcd's messages."""
+    _validate_initial_cluster(config)
+
+
 def _validate_initial_cluster(config: ServerConfig) -> None:
     """The checks etcd makes when it bootstraps or joins: run early, with etcd's messages."""
     peers = config.initial_peers

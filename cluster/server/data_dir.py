@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster.api.gen.quorumpb import internal_pb2
 from cluster.raft import MemoryStorage, bootstrap
 from cluster.raft.types import ConfState, Entry, HardState, Snapshot
+from cluster.server import ids
 from cluster.storage.snap import Snapshotter
 from cluster.storage.wal import WAL, WalSnapshot
 
@@ -46,6 +48,26 @@ class OpenedLog:
     is_new: bool = False
     initial_peers: dict[int, list[str]] = field(default_factory=dict)
     """Peer URLs of the initial members (new members only: nothing is applied yet to learn them)."""
+
+
+@dataclass(frozen=True)
+class InitialMembers:
+    """A bootstrap ``--initial-cluster``: member ids by name, the cluster id, and the conf change
+    contexts (``quorumpb.Member`` bytes) in the order every member bootstraps them (by member id)."""
+
+    ids: dict[str, int]
+    cluster_id: int
+    peers: list[tuple[int, bytes]]
+
+
+def initial_members(peers_by_name: Mapping[str, Iterable[object]], token: str) -> InitialMembers:
+    member_ids = ids.initial_member_ids(peers_by_name, token)
+    peers: list[tuple[int, bytes]] = []
+    for name in sorted(member_ids, key=lambda n: member_ids[n]):
+        member = internal_pb2.Member(ID=member_ids[name])
+        member.raft_attributes.peer_urls.extend(str(u) for u in peers_by_name[name])
+        peers.append((member_ids[name], member.SerializeToString()))
+    return InitialMembers(member_ids, ids.cluster_id(member_ids.values()), peers)
 
 
 def prepare_dirs(member_dir: str, wal_dir: str, snap_dir: str) -> None:

@@ -23,6 +23,15 @@ async def serve(cfg: ServerConfig) -> None:
 
     node = QuorumNode(cfg)
     await node.start()
+    if cfg.experimental_initial_corrupt_check:
+        from cluster.server.corruption import CorruptionError
+
+        try:
+            await node.maintenance.corruption.initial_check()
+        except CorruptionError as exc:
+            log.critical("failed to start the member", extra={"error": str(exc)})
+            await node.stop()
+            raise SystemExit(1) from None
     server, health_servicer, http = build_server(node)
     await server.start()
     await http.start()
@@ -53,6 +62,10 @@ async def serve(cfg: ServerConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["gateway"]:  # `quorum gateway start ...`: the L4 gateway, as `etcd gateway`
+        from gateway.main import main as gateway_main
+
+        sys.exit(gateway_main(args[1:]))
     try:
         cfg = parse_config(args, os.environ)
     except InfoRequested as info:

@@ -13,10 +13,11 @@ to the index the leader confirmed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from cluster.server import data_dir, ids
 from cluster.server.apply import BatchOutcome, EntryApplier
 from cluster.server.config import ServerConfig
 from cluster.server.kv_apply import KVApplier
+from cluster.server.maintenance import Maintenance
 from cluster.server.membership import Membership
 from cluster.server.peers import ClusterPeers, snapshot_db_path
 from cluster.server.raft_driver import RaftDriver
@@ -81,6 +83,7 @@ class QuorumNode:
         self._apply_running = False
         self._apply_idle = asyncio.Event()
         self._apply_idle.set()
+        self._apply_held = False
         self._compaction_lock = asyncio.Lock()
         self._snapshot_queued = False
         self.proposals_failed = 0
@@ -117,6 +120,7 @@ class QuorumNode:
         self.applier.register("lease_grant", self.lessor.apply_grant)
         self.applier.register("lease_revoke", self.lessor.apply_revoke)
         self.applier.register("lease_checkpoint", self.lessor.apply_checkpoint)
+        self.maintenance = Maintenance(self)
         self._index_waiters.applied = self.applier.applied_index
         self._ids = RequestIdGenerator(self.member_id)
         applied = opened.snapshot.metadata.index if opened.snapshot else 0
@@ -175,6 +179,7 @@ class QuorumNode:
         self._spawn(self._run_compactions(), "compactor")
         self._spawn(self._expire_requests(), "request-expiry")
         self._spawn(ExpiryLoop(self.lessor, self.propose).run(), "lease-expiry")
+        self.maintenance.start(self._spawn)
         if self.store.compaction_pending:
             self._request_compaction()
 
@@ -185,17 +190,11 @@ class QuorumNode:
 
     def _create_member_log(self) -> data_dir.OpenedLog:
         cfg = self.cfg
-        peers_by_name = cfg.initial_peers
-        member_ids = ids.initial_member_ids(peers_by_name, cfg.initial_cluster_token)
-        if cfg.name not in member_ids:
+        initial = data_dir.initial_members(cfg.initial_peers, cfg.initial_cluster_token)
+        if cfg.name not in initial.ids:
             raise RuntimeError(f"couldn't find local name {cfg.name!r} in the initial cluster configuration")
-        cluster_id = ids.cluster_id(member_ids.values())
-        peers: list[tuple[int, bytes]] = []
-        for name in sorted(member_ids, key=lambda n: member_ids[n]):
-            member = internal_pb2.Member(ID=member_ids[name])
-            member.raft_attributes.peer_urls.extend(str(u) for u in peers_by_name[name])
-            peers.append((member_ids[name], member.SerializeToString()))
-        opened = data_dir.create_member_log(cfg.wal_path, member_ids[cfg.name], cluster_id, peers)
+        cluster_id = initial.cluster_id
+        opened = data_dir.create_member_log(cfg.wal_path, initial.ids[cfg.name], cluster_id, initial.peers)
         log.info("starting local member", extra={"local-member-id": ids.format_id(opened.member_id),
                                                  "cluster-id": ids.format_id(cluster_id)})
         return opened
@@ -316,7 +315,7 @@ class QuorumNode:
         for done in dones[:-1]:
             done.set_result(())
         dones[-1].set_result(out.conf_changes)
-        if self._apply_pending:
+        if self._apply_pending and not self._apply_held:
             self._start_apply()
         else:
             self._apply_idle.set()
@@ -355,18 +354,54 @@ class QuorumNode:
         self._wal.save_snapshot(WalSnapshot(index, term))
         await self._apply_idle.wait()
         async with self._compaction_lock:  # no compaction batch may run on the old file meanwhile
-            self.backend.replace_with(db)
-        self.store.reload()
-        self.membership.reload()
-        self.applier.reload()
-        with self.backend.read() as txn:
-            self.lessor.recover(txn, self.backend.bucket(b"lease"))
+            # nor a worker-thread copy or hash (client snapshot, peer snapshot): wait for them
+            await asyncio.get_running_loop().run_in_executor(None, self.backend.acquire_exclusive)
+            try:
+                self.backend.replace_with(db)
+                self.store.reload()
+                self.reload_backend_state()
+            finally:
+                self.backend.release_exclusive()
         self.watch_hub.restore()
         self._snap_index = index
         self._index_waiters.advance(self.applier.applied_index)
         self.peers.sync_members()
         log.info("applied snapshot", extra={"snapshot-index": index,
                                             "consistent-index": self.applier.applied_index})
+
+    def reload_backend_state(self) -> None:
+        """Re-read everything cached from the backend after its file was replaced (snapshot install,
+        defrag); the store was reloaded first. Leases restart without deadlines (promoted again on a
+        leader), as after a restart."""
+        self.membership.reload()
+        self.applier.reload()
+        with self.backend.read() as txn:
+            self.lessor.recover(txn, self.backend.bucket(b"lease"))
+        self.maintenance.reload()
+        if self.is_leader():
+            self.lessor.promote(self.cfg.election_timeout / 1000.0)
+
+    @contextlib.asynccontextmanager
+    async def apply_paused(self) -> AsyncIterator[None]:
+        """Inside, no apply batch and no compaction batch runs; committed batches queue up and are
+        applied, in order, on exit. Defrag copies and swaps the backend here."""
+        async with self._compaction_lock:
+            self._apply_held = True
+            try:
+                while self._apply_running:
+                    await self._apply_idle.wait()
+                self._apply_running = True
+                self._apply_idle.clear()
+                try:
+                    yield
+                finally:
+                    self._apply_running = False
+            finally:
+                self._apply_held = False
+                if self._apply_pending:
+                    self._start_apply()
+                else:
+                    self._apply_idle.set()
 
     def _send_to_peers(self, messages: list[Message]) -> None:
         self.peers.send(messages)
@@ -496,6 +531,11 @@ class QuorumNode:
     @property
     def wal(self) -> WAL:
         return self._wal
+
+    @property
+    def request_timeout(self) -> float:
+        """etcd's ReqTimeout: 5 s plus two election timeouts."""
+        return self._request_timeout
 
     @property
     def applied_index(self) -> int:

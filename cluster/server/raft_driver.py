@@ -40,6 +40,8 @@ GROUP_COMMIT_WINDOW_S = 0.005
 """Longest a round waits for more proposals when writers are concurrent (see `_should_linger`)."""
 GROUP_COMMIT_TARGET = 64
 """Proposals that end the window early."""
+INLINE_PERSIST_MAX_ENTRIES = 8
+"""Batches up to this many entries are persisted on the loop thread instead of the WAL thread."""
 
 
 @dataclass(slots=True)
@@ -257,9 +259,15 @@ class RaftDriver:
             self._storage.apply_snapshot(snap)
         if rd.entries or rd.hard_state is not None:
             started = time.perf_counter()
-            await asyncio.get_running_loop().run_in_executor(
-                self._io, functools.partial(self._wal.save, rd.hard_state, rd.entries, sync=rd.must_sync)
-            )
+            if len(rd.entries) <= INLINE_PERSIST_MAX_ENTRIES:
+                # A small batch is written and fsync'd right here, as etcd's raft loop does: waking the
+                # WAL thread and coming back costs more latency than the write, and requests arriving
+                # meanwhile wait in socket buffers and form the next (group-committed) batch.
+                self._wal.save(rd.hard_state, rd.entries, sync=rd.must_sync)
+            else:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._io, functools.partial(self._wal.save, rd.hard_state, rd.entries, sync=rd.must_sync)
+                )
             self.fsync_seconds += time.perf_counter() - started
             self.persisted_entries += len(rd.entries)
             if rd.entries:

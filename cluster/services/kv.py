@@ -58,6 +58,8 @@ class KVService(rpc_pb2_grpc.KVServicer):
     async def Put(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             kv_validate.check_put(request)
+            if self._node.maintenance.over_quota("put", request):
+                await self._node.maintenance.refuse_over_quota()
             ir = _Internal()
             ir.put.CopyFrom(request)
             resp = await self._node.propose(ir)
@@ -87,6 +89,8 @@ class KVService(rpc_pb2_grpc.KVServicer):
                 with node.store.read() as rtx:
                     resp = node.kv.txn(rtx, request)
             else:
+                if node.maintenance.over_quota("txn", request):
+                    await node.maintenance.refuse_over_quota()
                 ir = _Internal()
                 ir.txn.CopyFrom(request)
                 resp = await node.propose(ir)

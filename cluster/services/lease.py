@@ -45,6 +45,8 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
     async def LeaseGrant(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         node = self._node
         try:
+            if node.maintenance.over_quota("lease_grant", request):
+                await node.maintenance.refuse_over_quota()
             ir = _Internal()
             grant = ir.lease_grant
             grant.CopyFrom(request)

@@ -1,17 +1,31 @@
-"""etcdserverpb.Maintenance and etcdserverpb.Cluster: status, alarms and the member list.
-
-Defragment, Snapshot, Hash, HashKV and MoveLeader arrive with the operations issue; until then they
-answer UNIMPLEMENTED through the generated base class.
+"""etcdserverpb.Maintenance and etcdserverpb.Cluster: status, alarms, defrag, snapshots, hashes,
+leader moves and the member list. The work itself is `cluster.server.maintenance`; this is the edge.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf.internal.encoder import _VarintBytes  # type: ignore[attr-defined]
 
+from cluster.api import errors
 from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from cluster.api.gen.quorumpb import internal_pb2
+from cluster.server.alarms import alarm_text
 from cluster.server.node import SERVER_VERSION, QuorumNode
+from cluster.server.quota import humanize_bytes
+
+log = logging.getLogger("quorum.maintenance")
+
+SNAPSHOT_CHUNK_BYTES = 1 << 20
+"""Blob size of Maintenance.Snapshot responses (etcd sends 32 KiB; fewer, larger messages cost Python
+less per byte, and clients only concatenate)."""
 
 
 class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
@@ -31,13 +45,105 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             raftAppliedIndex=node.applied_index,
             isLearner=False,
         )
+        if not resp.leader:
+            resp.errors.append(errors.NO_LEADER.message)
+        resp.errors.extend(alarm_text(a) for a in node.maintenance.alarms.members())
         node.fill_header(resp.header)
         return resp
 
     async def Alarm(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        resp = rpc_pb2.AlarmResponse()
-        self._node.fill_header(resp.header)
+        """Through Raft, GET included (as etcd), so every answer is linearizable."""
+        node = self._node
+        ir = internal_pb2.InternalRaftRequest()
+        ir.alarm.CopyFrom(request)
+        try:
+            resp = await node.propose(ir)
+        except errors.EtcdError as exc:
+            await exc.abort(context)
+        node.fill_header(resp.header)
         return resp
+
+    async def Defragment(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            await self._node.maintenance.defragment()
+        except Exception as exc:
+            await context.abort(grpc.StatusCode.UNKNOWN, str(exc))
+        return rpc_pb2.DefragmentResponse()  # etcd's has no header
+
+    async def Snapshot(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        """A consistent copy of the backend, then its SHA-256 as the last blob (what etcdctl checks)."""
+        path = await self._node.maintenance.snapshot_copy()
+        try:
+            total = path.stat().st_size
+            log.info("sending database snapshot to client",
+                     extra={"total-bytes": total, "size": humanize_bytes(total)})
+            started = time.monotonic()
+            digest = hashlib.sha256()
+            sent = 0
+            with path.open("rb") as f:
+                # The next message is read and hashed in a thread while gRPC sends the current one.
+                ahead = _read_ahead(f, digest, total)
+                while True:
+                    n, message = await ahead
+                    sent += n
+                    if not n or sent >= total:
+                        break
+                    ahead = _read_ahead(f, digest, total - sent)
+                    yield message
+                if n:
+                    yield message
+            sha = digest.digest()
+            log.info("sending database sha256 checksum to client",
+                     extra={"total-bytes": total, "checksum-size": len(sha)})
+            yield rpc_pb2.SnapshotResponse(remaining_bytes=0, blob=sha)
+            log.info("successfully sent database snapshot to client", extra={
+                "total-bytes": total, "size": humanize_bytes(total),
+                "took": f"{time.monotonic() - started:.3f}s"})
+        finally:
+            path.unlink(missing_ok=True)
+
+    async def Hash(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        digest, revision = await self._node.maintenance.hash()
+        resp = rpc_pb2.HashResponse(hash=digest)
+        self._node.fill_header(resp.header, revision)
+        return resp
+
+    async def HashKV(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            digest, revision, compact = await self._node.maintenance.hash_kv(request.revision)
+        except errors.EtcdError as exc:
+            await exc.abort(context)
+        resp = rpc_pb2.HashKVResponse(hash=digest, compact_revision=compact)
+        self._node.fill_header(resp.header, revision)
+        return resp
+
+    async def MoveLeader(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            await self._node.maintenance.move_leader(request.targetID)
+        except errors.EtcdError as exc:
+            await exc.abort(context)
+        return rpc_pb2.MoveLeaderResponse()  # etcd's has no header
+
+
+def _read_ahead(f: Any, digest: Any, remaining: int) -> asyncio.Future[tuple[int, bytes]]:
+    ahead = asyncio.ensure_future(asyncio.to_thread(_next_message, f, digest, remaining))
+    ahead.add_done_callback(_consume_error)  # a client that goes away leaves one read behind
+    return ahead
+
+
+def _consume_error(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _next_message(f: Any, digest: Any, remaining: int) -> tuple[int, bytes]:
+    """Read, hash and encode the next SnapshotResponse in a worker thread (the event loop only hands
+    the bytes to gRPC; the servicer's serializer passes bytes through)."""
+    blob: bytes = f.read(SNAPSHOT_CHUNK_BYTES)
+    digest.update(blob)
+    left = remaining - len(blob)
+    head = (b"\x10" + _VarintBytes(left) if left else b"") + b"\x1a" + _VarintBytes(len(blob))
+    return len(blob), head + blob
 
 
 class ClusterService(rpc_pb2_grpc.ClusterServicer):

@@ -17,14 +17,21 @@ used; if a single transaction still overflows, it is aborted, the map is doubled
 loop). Growing invalidates read transactions open at that moment in other threads (py-lmdb then raises
 ``lmdb.Error`` from them; it never crashes), which is why the default leaves so much room.
 
+Defrag and snapshot install close and reopen the environment, which invalidates every open
+transaction. Reads on the event loop are synchronous, so none is open while the loop swaps the file;
+long reads in worker threads (copies, hashes) hold :meth:`Backend.pinned`, and the swap first takes
+the backend exclusively (:meth:`Backend.acquire_exclusive`), which waits for them and holds off new ones.
+
 Opening named databases needs its own write transaction in LMDB, so every bucket Quorum knows is
 created at open; :meth:`bucket` opens others lazily and must not be called inside a write transaction.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -34,7 +41,7 @@ from typing import TypeVar
 
 import lmdb
 
-__all__ = ["DEFAULT_MAP_SIZE", "KNOWN_BUCKETS", "Backend", "BackendGrown"]
+__all__ = ["DEFAULT_MAP_SIZE", "KNOWN_BUCKETS", "Backend", "BackendGrown", "defrag_offline"]
 
 DEFAULT_MAP_SIZE = 64 << 30
 """Initial LMDB map size: virtual address space, not disk (8x etcd's largest suggested quota)."""
@@ -79,6 +86,9 @@ class Backend:
         self.commit_observer: Callable[[float], None] | None = None
         """Called with the seconds each write transaction's commit took (etcd_disk_backend_commit_...)."""
         self._env = self._open(map_size)
+        self._gate = threading.Condition()
+        self._pins = 0
+        self._exclusive = False
 
     def _open(self, map_size: int) -> lmdb.Environment:
         env = lmdb.open(
@@ -195,26 +205,58 @@ class Backend:
             pages += st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
         return min(pages * stats[0]["psize"], self.size())
 
-    def copy_to(self, dest: Path, compact: bool = True) -> None:
-        """A consistent copy of the whole database (a snapshot); ``compact`` drops free pages."""
+    # -- pins: long reads in worker threads versus reopening the environment ---------------------------
+
+    @contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Hold the environment open (not swapped) for a read in a worker thread."""
+        with self._gate:
+            while self._exclusive:
+                self._gate.wait()
+            self._pins += 1
+        try:
+            yield
+        finally:
+            with self._gate:
+                self._pins -= 1
+                self._gate.notify_all()
+
+    def acquire_exclusive(self) -> None:
+        """Wait until no pinned read runs and block new ones (blocking: call from a worker thread)."""
+        with self._gate:
+            while self._exclusive:
+                self._gate.wait()
+            self._exclusive = True
+            while self._pins:
+                self._gate.wait()
+
+    def release_exclusive(self) -> None:
+        with self._gate:
+            self._exclusive = False
+            self._gate.notify_all()
+
+    def copy_to(self, dest: Path, compact: bool = True, durable: bool = True) -> None:
+        """A consistent copy of the whole database (a snapshot); ``compact`` drops free pages;
+        ``durable=False`` skips the fsync (a temporary copy that is streamed and deleted)."""
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.exists():
             dest.unlink()
-        with open(dest, "wb") as f:
+        with self.pinned(), open(dest, "wb") as f:
             self._env.copyfd(f.fileno(), compact=compact)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
+
+    def defrag_copy(self) -> Path:
+        """First half of a defrag: a compacted copy beside the database (nothing may write meanwhile)."""
+        tmp = self.path.with_name(self.path.name + ".defrag")
+        self.copy_to(tmp, compact=True)
+        return tmp
 
     def defrag(self) -> None:
         """Rewrite the file without free pages. No transaction may be open while this runs."""
-        tmp = self.path.with_name(self.path.name + ".defrag")
-        self.copy_to(tmp, compact=True)
-        map_size = self.map_size
-        self._env.close()
-        os.replace(tmp, self.path)
-        self._fsync_dir()
-        self._env = self._open(map_size)
+        self.replace_with(self.defrag_copy())
 
     def replace_with(self, source: Path) -> None:
         """Swap in another database file (a snapshot received from the leader) and reopen."""
@@ -231,19 +273,24 @@ class Backend:
         finally:
             os.close(fd)
 
-    def hash(self, ignore: frozenset[tuple[bytes, bytes]] = frozenset()) -> int:
-        """CRC-32 over every known bucket's name, keys and values, skipping ``(bucket, key)`` pairs.
+    def hash(
+        self, ignore: frozenset[tuple[bytes, bytes]] = frozenset(), txn: lmdb.Transaction | None = None
+    ) -> int:
+        """CRC-32 over every known bucket's name, keys and values, skipping ``(bucket, key)`` pairs
+        (in ``txn`` when given, else in a fresh read transaction).
 
         Used to compare members' backends; not byte-compatible with etcd's (the layouts differ).
         """
+        if txn is None:
+            with self.read() as rtxn:
+                return self.hash(ignore, rtxn)
         crc = 0
-        with self.read() as txn:
-            for name in KNOWN_BUCKETS:
-                crc = zlib.crc32(name, crc)
-                for key, value in txn.cursor(self._buckets[name]):
-                    if (name, key) in ignore:
-                        continue
-                    crc = zlib.crc32(value, zlib.crc32(key, crc))
+        for name in KNOWN_BUCKETS:
+            crc = zlib.crc32(name, crc)
+            for key, value in txn.cursor(self._buckets[name]):
+                if (name, key) in ignore:
+                    continue
+                crc = zlib.crc32(value, zlib.crc32(key, crc))
         return crc
 
     def close(self) -> None:
@@ -254,3 +301,30 @@ class Backend:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def defrag_offline(path: Path, on_wait: Callable[[], None] | None = None) -> None:
+    """Defragment the database at ``path`` of a member that is not running (``defrag --data-dir``).
+
+    A running member holds a lock on LMDB's lock file; this waits (calling ``on_wait`` once, after a
+    second) until nobody does, then holds an exclusive lock for the whole rewrite so the member cannot
+    start on the file meanwhile.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"open {path}: no such file or directory")
+    lock_path = path.with_name(path.name + "-lock")
+    with open(lock_path, "a+b") as lock:
+        started = time.monotonic()
+        warned = False
+        while True:
+            try:
+                fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+                break
+            except OSError:
+                if not warned and time.monotonic() - started >= 1.0 and on_wait is not None:
+                    on_wait()
+                    warned = True
+                time.sleep(0.1)
+        with Backend(path) as backend:  # our own fcntl lock is per process: LMDB opens alongside it
+            backend.defrag()

@@ -179,6 +179,24 @@ def test_health_false_without_leader_and_peer_round_trips(node_factory: NodeFact
     assert value(scrape(survivor.endpoint), "etcd_server_health_failures_total") >= 1
 
 
+@pytest.mark.parametrize("kind", ["etcd", "quorum"])
+def test_health_false_with_an_active_alarm_unless_excluded(node_factory: NodeFactory, kind: str) -> None:
+    node = node_factory(kind, flags=[f"--quota-backend-bytes={4 * 1024 * 1024}"])
+    big = b64(b"v" * 500_000)
+    for i in range(40):
+        reply = post(node.endpoint, "/v3/kv/put", {"key": b64(f"fill/{i}"), "value": big})
+        if reply.status != 200:
+            break
+    else:
+        pytest.fail("the quota never refused a put")
+    assert reply.json()["error"] == "etcdserver: mvcc: database space exceeded"
+    alarms = post(node.endpoint, "/v3/maintenance/alarm", {}).json()
+    assert [a["alarm"] for a in alarms["alarms"]] == ["NOSPACE"]
+    health = get(node.endpoint, "/health")
+    assert (health.status, health.body) == (503, b'{"health":"false"}\n')
+    assert get(node.endpoint, "/health?exclude=NOSPACE").body == b'{"health":"true"}'
+
+
 # -- HTTP/1.1 itself -------------------------------------------------------------------------------------
 def test_keep_alive_serves_pipelined_requests_in_order(quorum: NodeProcess) -> None:
     requests = (
