@@ -12,14 +12,14 @@ import base64
 import collections
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import hpack
 
 from cluster.rpc import h2
-from cluster.rpc.context import Abort, ServicerContext
+from cluster.rpc.context import Abort, ServicerContext, behaviour_of, send_responses
 
 if TYPE_CHECKING:
     from cluster.rpc.server import Server
@@ -35,6 +35,7 @@ _NOT_FORWARDED = frozenset({"te", "content-type", "grpc-timeout", "grpc-encoding
 _TRAILERS_OK = h2.trailers_block(0, "")
 _EOF = object()
 _CODE_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
+_CANCELLED = grpc.StatusCode.CANCELLED.value[0]
 
 
 class ConnectionError_(Exception):
@@ -57,6 +58,7 @@ class Stream:
         "handler",
         "headers_sent",
         "id",
+        "path",
         "pending",
         "pending_bytes",
         "queue",
@@ -65,15 +67,18 @@ class Stream:
         "remote_closed",
         "request",
         "send_window",
+        "started",
         "task",
         "timer",
         "trailers",
     )  # fmt: skip
 
-    def __init__(self, conn: Connection, stream_id: int, handler: grpc.RpcMethodHandler) -> None:
+    def __init__(self, conn: Connection, stream_id: int, handler: grpc.RpcMethodHandler, path: str) -> None:
         self.conn = conn
         self.id = stream_id
         self.handler = handler
+        self.path = path
+        self.started = 0.0
         self.ctx: ServicerContext
         self.send_window = conn.peer_initial_window
         self.recv_unacked = 0
@@ -139,6 +144,7 @@ class Stream:
 class Connection(asyncio.Protocol):
     def __init__(self, server: Server) -> None:
         self.server = server
+        self.stats = server.stats
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.peer = ""
@@ -444,7 +450,9 @@ class Connection(asyncio.Protocol):
                 f'grpc: Decompressor is not installed for grpc-encoding "{encoding}"',
             )
             return
-        stream = Stream(self, stream_id, handler)
+        stream = Stream(self, stream_id, handler, path)
+        if self.stats.track_latency:
+            stream.started = self.loop.time()
         deadline = None if timeout is None else self.loop.time() + timeout
         stream.ctx = ServicerContext(stream, tuple(metadata), self.peer, deadline)
         self.streams[stream_id] = stream
@@ -562,20 +570,9 @@ class Connection(asyncio.Protocol):
                         raise Abort(
                             grpc.StatusCode.INTERNAL, f"grpc: error unmarshalling request: {exc}"
                         ) from None
-            behaviour = cast(
-                Callable[..., Any],
-                handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream,
-            )
-            result = behaviour(request, ctx)
+            result = behaviour_of(handler)(request, ctx)
             if handler.response_streaming:
-                if inspect.isasyncgen(result):
-                    async for response in result:
-                        await stream.write(response)
-                elif inspect.isawaitable(result):
-                    await result
-                else:
-                    for response in result:  # a synchronous generator
-                        await stream.write(response)
+                await send_responses(result, stream.write)
                 self._finish(stream, ctx.code_ or grpc.StatusCode.OK, ctx.details_)
             else:
                 if inspect.isawaitable(result):
@@ -606,6 +603,7 @@ class Connection(asyncio.Protocol):
         """A unary call's response: headers, one message and trailers, in one write when windows allow."""
         if stream.finished:
             return
+        self._handled(stream, 0)
         serialize = stream.handler.response_serializer
         data = response if serialize is None else serialize(response)
         n = len(data) + 5
@@ -646,6 +644,7 @@ class Connection(asyncio.Protocol):
         """End a call with a status: trailers after any queued messages, or Trailers-Only."""
         if stream.finished or stream.trailers is not None:
             return
+        self._handled(stream, code.value[0])
         if not stream.headers_sent:
             self._trailers_only(stream.id, code, details)
             self._closed_locally(stream)
@@ -715,7 +714,17 @@ class Connection(asyncio.Protocol):
         if self._goaway_sent and not self.streams and self.transport is not None:
             self.loop.call_soon(self.abort)
 
+    def _handled(self, stream: Stream, code: int) -> None:
+        """Count a finished call (grpc_server_handled_total), and time it when asked to."""
+        handled = self.stats.handled
+        key = (stream.path, code)
+        handled[key] = handled.get(key, 0) + 1
+        if stream.started:
+            self.stats.observe(stream.path, self.loop.time() - stream.started)
+
     def _cancel(self, stream: Stream) -> None:
+        if not stream.finished and stream.trailers is None:
+            self._handled(stream, _CANCELLED)
         stream.cancelled = True
         stream.finished = True
         if stream.timer is not None:

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, cast
 
 import grpc
 
-if TYPE_CHECKING:
-    from cluster.rpc.connection import Stream
-
 Metadata = tuple[tuple[str, str | bytes], ...]
+
+
+class Stream(Protocol):
+    """What a context needs of its call: an HTTP/2 stream (connection.py) or an HTTP/1.1 gateway call."""
+
+    cancelled: bool
+    finished: bool
+
+    async def write(self, message: Any) -> None: ...
+
+    async def read(self) -> Any: ...
 
 
 class Abort(Exception):
@@ -88,3 +97,24 @@ class ServicerContext:
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             callback(self)
+
+
+def behaviour_of(handler: grpc.RpcMethodHandler) -> Callable[..., Any]:
+    """The handler's function, whatever its streaming shape."""
+    return cast(
+        Callable[..., Any],
+        handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream,
+    )
+
+
+async def send_responses(result: Any, write: Callable[[Any], Awaitable[None]]) -> None:
+    """Drive a response-streaming handler's result: an async generator, a coroutine that writes
+    through its context, or a synchronous generator."""
+    if inspect.isasyncgen(result):
+        async for response in result:
+            await write(response)
+    elif inspect.isawaitable(result):
+        await result
+    else:
+        for response in result:
+            await write(response)

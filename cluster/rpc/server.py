@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from cluster.rpc.connection import Connection
+from cluster.rpc.stats import CallStats
 
 log = logging.getLogger("quorum.rpc")
 
@@ -39,6 +40,7 @@ class Server(grpc.aio.Server):
             self.max_receive_message_length = 2**31 - 1
         self.max_concurrent_streams = int(min(opts.get("grpc.max_concurrent_streams", 2**31 - 1), 2**31 - 1))
         self.http1_handoff: Http1Handoff | None = None
+        self.stats = CallStats()
         self.connections: set[Connection] = set()
         self._generic: list[grpc.GenericRpcHandler] = []
         self._registered: dict[str, grpc.RpcMethodHandler] = {}

@@ -32,8 +32,9 @@ async def serve(cfg: ServerConfig) -> None:
             log.critical("failed to start the member", extra={"error": str(exc)})
             await node.stop()
             raise SystemExit(1) from None
-    server, health_servicer = build_server(node)
+    server, health_servicer, http = build_server(node)
     await server.start()
+    await http.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -53,6 +54,7 @@ async def serve(cfg: ServerConfig) -> None:
             )
         await stopper
     log.info("received signal; shutting down")
+    await http.stop()
     await server.stop(1.0)
     await node.stop()
     waiter.cancel()

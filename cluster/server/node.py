@@ -45,7 +45,7 @@ from cluster.server.request_ids import RequestIdGenerator
 from cluster.server.wait import IndexWaiters, RequestWaiters
 from cluster.storage.backend import Backend
 from cluster.storage.snap import Snapshotter
-from cluster.storage.wal import WalSnapshot
+from cluster.storage.wal import WAL, WalSnapshot
 from cluster.watch import HubLimits, WatchHub
 
 log = logging.getLogger("quorum.server")
@@ -86,6 +86,8 @@ class QuorumNode:
         self._apply_held = False
         self._compaction_lock = asyncio.Lock()
         self._snapshot_queued = False
+        self.proposals_failed = 0
+        """Proposals that timed out or were abandoned (etcd_server_proposals_failed_total)."""
 
     # ---- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -468,7 +470,9 @@ class QuorumNode:
             now = loop.time()
             # Without a leader etcd's proposal never enters Raft and the caller sees the raw context
             # deadline; with one, the entry was proposed but not applied in time: ErrTimeout.
-            self._waiters.expire(now, errors.TIMEOUT if self.driver.leader.lead else _deadline_exceeded)
+            self.proposals_failed += self._waiters.expire(
+                now, errors.TIMEOUT if self.driver.leader.lead else _deadline_exceeded
+            )
             self.reads.sweep(now)
 
     # ---- request pipeline ---------------------------------------------------------------------------
@@ -485,6 +489,7 @@ class QuorumNode:
             result = await fut
         except asyncio.CancelledError:
             self._waiters.cancel(rid)
+            self.proposals_failed += 1
             raise
         if isinstance(result, BaseException):
             raise result
@@ -518,6 +523,14 @@ class QuorumNode:
     @property
     def leader_id(self) -> int:
         return self.driver.leader.lead
+
+    @property
+    def pending_proposals(self) -> int:
+        return len(self._waiters)
+
+    @property
+    def wal(self) -> WAL:
+        return self._wal
 
     @property
     def request_timeout(self) -> float:

@@ -104,6 +104,8 @@ class RaftDriver:
         self.rounds = 0
         self.persisted_entries = 0
         self.fsync_seconds = 0.0
+        self.leader_changes = 0
+        """Times a new leader was seen (etcd_server_leader_changes_seen_total)."""
 
     # ---- requests from other tasks ------------------------------------------------------------
     def propose(self, request_id: int, data: bytes) -> None:
@@ -237,6 +239,8 @@ class RaftDriver:
         rd = raw.ready()
         self.rounds += 1
         if rd.soft_state is not None:
+            if rd.soft_state.lead not in (NONE, self.leader.lead):
+                self.leader_changes += 1
             self.leader.lead = rd.soft_state.lead
             self.leader.state = rd.soft_state.raft_state
             self._on_soft_state(rd.soft_state)

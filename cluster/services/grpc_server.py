@@ -17,6 +17,7 @@ from cluster.api.gen.v3lockpb import v3lock_pb2
 from cluster.server.config import ServerConfig
 from cluster.server.node import QuorumNode
 from cluster.services.election import ElectionService
+from cluster.services.http_endpoints import HttpService
 from cluster.services.kv import KVService
 from cluster.services.lease import LeaseService
 from cluster.services.lock import LockService
@@ -49,7 +50,9 @@ def new_server(cfg: ServerConfig) -> grpc.aio.Server:
     return Server(options=server_options(cfg))
 
 
-def build_server(node: QuorumNode) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
+def build_server(node: QuorumNode) -> tuple[grpc.aio.Server, health_aio.HealthServicer, HttpService]:
+    """The client port's server with every service registered; HTTP/1.1 connections to it (and the
+    --listen-metrics-urls listeners, started with `HttpService.start`) go to the returned HttpService."""
     server = new_server(node.cfg)
     add_service(server, "etcdserverpb.KV", KVService(node))
     add_service(server, "etcdserverpb.Maintenance", MaintenanceService(node))
@@ -76,7 +79,7 @@ def build_server(node: QuorumNode) -> tuple[grpc.aio.Server, health_aio.HealthSe
         if url.is_tls:
             raise RuntimeError(f"TLS client URL {url} is not supported yet")
         server.add_insecure_port(f"{_grpc_host(url.bind_host())}:{url.port}")
-    return server, health_servicer
+    return server, health_servicer, HttpService(node, server)
 
 
 def _grpc_host(host: str) -> str:

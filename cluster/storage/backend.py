@@ -83,6 +83,8 @@ class Backend:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._buckets: dict[bytes, lmdb._Database] = {}
+        self.commit_observer: Callable[[float], None] | None = None
+        """Called with the seconds each write transaction's commit took (etcd_disk_backend_commit_...)."""
         self._env = self._open(map_size)
         self._gate = threading.Condition()
         self._pins = 0
@@ -144,7 +146,10 @@ class Backend:
             txn.abort()
             raise
         try:
+            started = time.perf_counter()
             txn.commit()
+            if self.commit_observer is not None:
+                self.commit_observer(time.perf_counter() - started)
         except lmdb.MapFullError:
             self._grow(self.map_size * 2)
             raise BackendGrown() from None

@@ -237,6 +237,20 @@ class RemotePeer:
         if answer.member_id != self.peer_id:
             raise PeerConnectError(f"member ID mismatch: {url} is member {format_id(answer.member_id)}")
 
+    async def round_trip(self) -> float | None:
+        """Seconds one Probe takes on the established connection (etcd's peer round-trip probe), or
+        None when there is no connection or it fails."""
+        url = self._active_url
+        if url is None:
+            return None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            await self._probe(self._channel(url), url)
+        except Exception:
+            return None
+        return loop.time() - started
+
     async def _watch_end(self, conn: _Connection) -> None:
         """Wait for the receiver to end the stream, then wake the pump so it notices."""
         try:

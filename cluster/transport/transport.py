@@ -189,6 +189,15 @@ class PeerTransport:
         """Peers with an established stream right now."""
         return sorted(pid for pid, peer in self._peers.items() if peer.active)
 
+    async def round_trips(self) -> dict[int, float]:
+        """One Probe round trip per connected peer, in seconds (peers that fail it are left out)."""
+        out: dict[int, float] = {}
+        for pid, peer in list(self._peers.items()):
+            rtt = await peer.round_trip()
+            if rtt is not None:
+                out[pid] = rtt
+        return out
+
     def peers(self) -> dict[int, list[str]]:
         return {pid: peer.urls for pid, peer in self._peers.items()}
 
