@@ -14,7 +14,7 @@ import resource
 import signal
 import socket
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 import trio
 
@@ -137,7 +137,7 @@ async def run(config: GatewayConfig, endpoints: Sequence[Endpoint]) -> None:
     log.info("gateway stopped")
 
 
-async def _cut_short_on_second_signal(signals: trio.abc.ReceiveChannel[int], gateway: Gateway) -> None:
+async def _cut_short_on_second_signal(signals: AsyncIterator[int], gateway: Gateway) -> None:
     async for _ in signals:
         log.warning("second signal; closing connections now")
         gateway.close_connections()
