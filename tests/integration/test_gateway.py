@@ -249,7 +249,7 @@ def _refused_quickly(endpoint: str) -> float:
     began = time.monotonic()
     try:
         sock = socket.create_connection((host, int(port)), timeout=5)
-    except ConnectionRefusedError:  # refused before accept: as quick a refusal as any
+    except (ConnectionRefusedError, ConnectionResetError):  # refused or reset at connect: as quick as any
         return time.monotonic() - began
     with sock:
         sock.settimeout(5)
