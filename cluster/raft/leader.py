@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .codec import decode_conf_change, encode_conf_change
 from .errors import ProposalDropped
 from .read_only import ReadOnlyOption
 from .tracker import Progress, ProgressState, VoteResult
-from .types import NONE, Entry, EntryType, Message, MessageType
+from .types import NONE, ConfChange, Entry, EntryType, Message, MessageType
 
 if TYPE_CHECKING:
     from .raft import Raft
@@ -82,8 +83,15 @@ def _gate_conf_changes(r: Raft, ents: tuple[Entry, ...]) -> tuple[Entry, ...]:
             continue
         if r.pending_conf_index > r.log.applied:
             out[i] = Entry(0, 0, EntryType.NORMAL, b"")
-        else:
-            r.pending_conf_index = last + i + 1
+            continue
+        if r.check_conf_change is not None:
+            cc = decode_conf_change(e.data)
+            reason = r.check_conf_change(cc)
+            if reason is not None:
+                refused = ConfChange(cc.type, NONE, reason.encode(), cc.id)
+                out[i] = Entry(0, 0, EntryType.CONF_CHANGE, encode_conf_change(refused))
+                continue
+        r.pending_conf_index = last + i + 1
     return tuple(out)
 
 

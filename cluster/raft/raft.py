@@ -82,6 +82,11 @@ class RaftConfig:
     read_only_option: ReadOnlyOption = ReadOnlyOption.SAFE
     disable_proposal_forwarding: bool = False
     rand: random.Random | None = None
+    check_conf_change: Callable[[ConfChange], str | None] | None = None
+    """Asked by a leader about each membership change it is about to append (never while another is
+    pending, so the answer reflects every earlier change once applied): a reason refuses it. A refused
+    change is appended as a no-op (node id NONE) that keeps its id and carries the reason as its
+    context, so every member applies the same outcome and the proposer learns why."""
 
     def validate(self) -> None:
         if self.id == NONE:
@@ -109,6 +114,7 @@ class Raft:
         self.election_timeout = c.election_tick
         self.heartbeat_timeout = c.heartbeat_tick
         self.check_quorum = c.check_quorum
+        self.check_conf_change = c.check_conf_change
         self.pre_vote = c.pre_vote
         self.disable_proposal_forwarding = c.disable_proposal_forwarding
         self.rand = c.rand if c.rand is not None else random.Random()

@@ -21,7 +21,7 @@ from cluster.mvcc.store import Change
 from cluster.raft import decode_conf_change
 from cluster.raft.types import ConfChange, Entry, EntryType
 from cluster.server.kv_apply import KVApplier
-from cluster.server.membership import Membership
+from cluster.server.membership import Membership, refusal_error
 from cluster.storage.backend import BackendGrown
 
 log = logging.getLogger("quorum.apply")
@@ -119,6 +119,10 @@ class EntryApplier:
                     out.conf_changes.append(cc)
                     if fresh:
                         self._membership.apply_conf_change(wtx._txn, cc)
+                        if cc.id:
+                            refused = refusal_error(cc)
+                            members = self._membership.sorted_members()
+                            out.results.append((cc.id, refused if refused is not None else members))
                 elif not fresh:
                     continue
                 elif entry.data:

@@ -99,6 +99,20 @@ def create_member_log(
     )
 
 
+def create_joining_member_log(
+    wal_dir: str, member_id: int, cluster_id: int, peers: dict[int, list[str]]
+) -> OpenedLog:
+    """Create the WAL of a member joining a running cluster: no entries, no configuration; the
+    leader's log (or snapshot) brings both."""
+    storage = MemoryStorage()
+    wal = WAL.create(Path(wal_dir), encode_wal_metadata(member_id, cluster_id))
+    hard_state, _ = storage.initial_state()
+    wal.save(hard_state, [])
+    return OpenedLog(
+        wal, storage, member_id, cluster_id, None, hard_state, is_new=True, initial_peers=dict(peers)
+    )
+
+
 def open_member_log(wal_dir: str, snap_dir: str) -> OpenedLog:
     """Reopen WAL and newest usable snapshot; rebuild the in-memory raft log from them."""
     snapshotter = Snapshotter(Path(snap_dir))

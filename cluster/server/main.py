@@ -18,11 +18,16 @@ log = logging.getLogger("quorum.main")
 
 async def serve(cfg: ServerConfig) -> None:
     """Start the member and its client server; return after SIGTERM/SIGINT and a clean shutdown."""
-    from cluster.server.node import QuorumNode
+    from cluster.server.join import JoinError
+    from cluster.server.node import MemberRemoved, QuorumNode
     from cluster.services.grpc_server import build_server
 
     node = QuorumNode(cfg)
-    await node.start()
+    try:
+        await node.start()
+    except (MemberRemoved, JoinError) as exc:
+        log.critical("failed to start the member", extra={"error": str(exc)})
+        raise SystemExit(1) from None
     if cfg.experimental_initial_corrupt_check:
         from cluster.server.corruption import CorruptionError
 
@@ -41,8 +46,12 @@ async def serve(cfg: ServerConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     waiter = asyncio.create_task(node.wait_ready())
     stopper = asyncio.create_task(stop.wait())
+    # A member removed from the cluster stops itself, as etcd does.
+    removed = asyncio.create_task(node.removed.wait())
+    stopper.add_done_callback(lambda _: removed.cancel())
+    removed.add_done_callback(lambda _: stop.set())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    if waiter.done():
+    if waiter.done() and not node.removed.is_set():
         from grpc_health.v1 import health_pb2
 
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -53,7 +62,8 @@ async def serve(cfg: ServerConfig) -> None:
                 extra={"address": url.netloc},
             )
         await stopper
-    log.info("received signal; shutting down")
+    if not node.removed.is_set():
+        log.info("received signal; shutting down")
     await http.stop()
     await server.stop(1.0)
     await node.stop()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -32,7 +33,7 @@ from cluster.lease.lessor import Lessor, min_lease_ttl
 from cluster.mvcc import KVStore
 from cluster.raft import RaftConfig, RawNode
 from cluster.raft.types import ConfChange, Entry, Message, Snapshot, SoftState, StateType
-from cluster.server import data_dir, ids
+from cluster.server import data_dir, ids, join
 from cluster.server.apply import BatchOutcome, EntryApplier
 from cluster.server.config import ServerConfig
 from cluster.server.kv_apply import KVApplier
@@ -71,6 +72,9 @@ class QuorumNode:
         self._request_timeout = 5.0 + 2 * cfg.election_timeout / 1000.0
         self._published = asyncio.Event()
         self._leader_ready = asyncio.Event()
+        self._learner = False
+        self.removed = asyncio.Event()
+        """Set once this member learns it was removed from the cluster: the process should exit."""
         self.cluster_version = ""
         self.started_at = time.time()
         self._compaction_wanted = asyncio.Event()
@@ -101,6 +105,8 @@ class QuorumNode:
                        "local-member-id": ids.format_id(opened.member_id),
                        "commit-index": opened.hard_state.commit},
             )
+        elif cfg.initial_cluster_state == "existing":
+            opened = await self._join_member_log()
         else:
             opened = self._create_member_log()
         self.member_id = opened.member_id
@@ -110,6 +116,14 @@ class QuorumNode:
         self.backend = Backend(Path(cfg.backend_path))
         self.store = KVStore(self.backend)
         self.membership = Membership(self.backend, self.cluster_id)
+        self._learner = self.membership.is_learner(self.member_id)
+        if self.member_id in self.membership.removed and not cfg.force_new_cluster:
+            self._wal.close()
+            self.backend.env.close()
+            raise MemberRemoved(
+                f"the member {ids.format_id(self.member_id)} has been permanently removed from the "
+                "cluster; start it with a new data directory to add it again"
+            )
         self.lessor = Lessor(self.backend.bucket(b"lease"),
                              min_ttl=min_lease_ttl(cfg.election_timeout, cfg.heartbeat_interval))
         with self.backend.read() as txn:
@@ -136,6 +150,7 @@ class QuorumNode:
             max_inflight_msgs=4096 // 8,
             check_quorum=True,
             pre_vote=cfg.pre_vote,
+            check_conf_change=self.membership.refusal,
         ))
         self.reads = ReadIndexRounds(
             self._index_waiters,
@@ -197,6 +212,17 @@ class QuorumNode:
         opened = data_dir.create_member_log(cfg.wal_path, initial.ids[cfg.name], cluster_id, initial.peers)
         log.info("starting local member", extra={"local-member-id": ids.format_id(opened.member_id),
                                                  "cluster-id": ids.format_id(cluster_id)})
+        return opened
+
+    async def _join_member_log(self) -> data_dir.OpenedLog:
+        cfg = self.cfg
+        others = [str(u) for n, urls in cfg.initial_peers.items() if n != cfg.name for u in urls]
+        existing = await join.fetch_members(others)
+        joined = join.assign_ids(cfg.name, cfg.initial_peers, existing)
+        opened = data_dir.create_joining_member_log(cfg.wal_path, joined.member_id, joined.cluster_id,
+                                                    joined.peers)
+        log.info("joining an existing cluster", extra={"local-member-id": ids.format_id(joined.member_id),
+                                                       "cluster-id": ids.format_id(joined.cluster_id)})
         return opened
 
     def _single_voter(self) -> bool:
@@ -308,6 +334,10 @@ class QuorumNode:
             self._request_compaction()
         if out.conf_changes:
             self.peers.sync_members()
+            self._learner = self.membership.is_learner(self.member_id)
+            if self.member_id in self.membership.removed and not self.removed.is_set():
+                # Answer the waiters first; etcd too stops a second after applying its own removal.
+                asyncio.get_running_loop().call_later(1.0, self._on_removed)
         if out.applied_index - self._snap_index > self.cfg.snapshot_count and not self._snapshot_queued:
             self._snapshot_queued = True
             index = out.applied_index
@@ -374,6 +404,7 @@ class QuorumNode:
         defrag); the store was reloaded first. Leases restart without deadlines (promoted again on a
         leader), as after a restart."""
         self.membership.reload()
+        self._learner = self.membership.is_learner(self.member_id)
         self.applier.reload()
         with self.backend.read() as txn:
             self.lessor.recover(txn, self.backend.bucket(b"lease"))
@@ -407,8 +438,11 @@ class QuorumNode:
         self.peers.send(messages)
 
     def _on_removed(self) -> None:
+        if self.removed.is_set():
+            return
         log.warning("the member has been permanently removed from the cluster; stopping",
                     extra={"local-member-id": ids.format_id(self.member_id)})
+        self.removed.set()
         self.driver.stop()
 
     def add_apply_listener(self, listener: Callable[[BatchOutcome], None]) -> None:
@@ -495,6 +529,25 @@ class QuorumNode:
             raise result
         return result
 
+    async def configure(self, cc: ConfChange) -> list[internal_pb2.Member]:
+        """Replicate and apply one membership change; return the members after it or raise why it
+        was refused (etcd's configure)."""
+        cc = dataclasses.replace(cc, id=self._ids.next())
+        fut = self._waiters.register(cc.id, self._request_timeout)
+        self.driver.propose_conf_change(cc)
+        try:
+            result = await fut
+        except asyncio.CancelledError:
+            self._waiters.cancel(cc.id)
+            raise
+        if isinstance(result, BaseException):
+            raise result
+        log.info("applied a configuration change through raft",
+                 extra={"local-member-id": ids.format_id(self.member_id),
+                        "raft-conf-change": cc.type.name,
+                        "raft-conf-change-node-id": ids.format_id(cc.node_id)})
+        return list(result)
+
     async def read_barrier(self) -> None:
         """Wait until a read started now may be served locally and be linearizable."""
         await self.reads.wait()
@@ -545,8 +598,16 @@ class QuorumNode:
     def committed_index(self) -> int:
         return self.raw.status().hard_state.commit
 
+    def is_learner(self) -> bool:
+        """A learner serves only Status and serializable ranges (etcd's learner interceptors)."""
+        return self._learner
+
     def is_leader(self) -> bool:
         return self.driver.leader.state == StateType.LEADER
+
+
+class MemberRemoved(RuntimeError):
+    """This data directory belongs to a member that was removed from its cluster."""
 
 
 def _deadline_exceeded() -> errors.EtcdError:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 
+from cluster.api.gen.quorumpb import raft_pb2 as pb
 from cluster.raft.types import Message
 from cluster.server.membership import Membership
 from cluster.server.raft_driver import RaftDriver
@@ -57,6 +58,7 @@ class ClusterPeers:
             snapshot_source=self._snapshot_source,
             on_removed=on_removed,
             is_removed=lambda peer: peer in membership.removed,
+            members=self._members,
         )
         self._server: grpc.aio.Server | None = None
         self._outgoing: dict[int, list[Path]] = {}
@@ -94,6 +96,14 @@ class ClusterPeers:
             await self._server.stop(0.5)
 
     # ---- transport callbacks -------------------------------------------------------------------
+    def _members(self) -> pb.MembersResponse:
+        membership = self._membership
+        return pb.MembersResponse(
+            cluster_id=membership.cluster_id,
+            members=membership.sorted_members(),
+            removed=sorted(membership.removed),
+        )
+
     def _on_unreachable(self, peer_id: int) -> None:
         self._driver.call_soon(lambda raw: raw.report_unreachable(peer_id))
 

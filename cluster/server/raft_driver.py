@@ -96,6 +96,7 @@ class RaftDriver:
         self._linger_over = asyncio.Event()
         self._pending_steps: list[Message] = []
         self._pending_conf: list[ConfChange] = []
+        self._retry_conf: list[ConfChange] = []
         self._pending_ticks = 0
         self._hooks: list[Callable[[RawNode], None]] = []
         self._stopped = False
@@ -201,6 +202,9 @@ class RaftDriver:
                 self._pending_data[:0] = [self._retry_data[i] for i in keep]
                 self._pending_ids[:0] = [self._retry_ids[i] for i in keep]
                 self._retry_data, self._retry_ids = [], []
+            if self._retry_conf:
+                self._pending_conf[:0] = [cc for cc in self._retry_conf if self._still_wanted(cc.id)]
+                self._retry_conf = []
         if self._pending_steps:
             steps, self._pending_steps = self._pending_steps, []
             for msg in steps:
@@ -218,7 +222,8 @@ class RaftDriver:
                 try:
                     raw.propose_conf_change(cc)
                 except ProposalDropped:
-                    log.warning("dropped conf change proposal", extra={"node-id": cc.node_id})
+                    if self._still_wanted(cc.id):  # e.g. no leader yet: retried at the next tick
+                        self._retry_conf.append(cc)
         if self._pending_data:
             data, self._pending_data = self._pending_data, []
             ids, self._pending_ids = self._pending_ids, []
@@ -239,7 +244,10 @@ class RaftDriver:
         rd = raw.ready()
         self.rounds += 1
         if rd.soft_state is not None:
-            if rd.soft_state.lead not in (NONE, self.leader.lead):
+            lead = rd.soft_state.lead
+            if lead != self.leader.lead:
+                _log_leader_change(raw.raft.id, self.leader.lead, lead, raw.raft.term)
+            if lead not in (NONE, self.leader.lead):
                 self.leader_changes += 1
             self.leader.lead = rd.soft_state.lead
             self.leader.state = rd.soft_state.raft_state
@@ -286,3 +294,13 @@ class RaftDriver:
     @staticmethod
     def is_conf_change(entry: Entry) -> bool:
         return entry.type == EntryType.CONF_CHANGE
+
+
+def _log_leader_change(member: int, old: int, new: int, term: int) -> None:
+    """etcd's raft.node lines; operators (and tests) read the leader history of a member from them."""
+    if new == NONE:
+        log.info(f"raft.node: {member:x} lost leader {old:x} at term {term}")
+    elif old == NONE:
+        log.info(f"raft.node: {member:x} elected leader {new:x} at term {term}")
+    else:
+        log.info(f"raft.node: {member:x} changed leader from {old:x} to {new:x} at term {term}")

@@ -16,12 +16,13 @@ from cluster.api.gen.v3electionpb import v3election_pb2
 from cluster.api.gen.v3lockpb import v3lock_pb2
 from cluster.server.config import ServerConfig
 from cluster.server.node import QuorumNode
+from cluster.services.cluster import ClusterService
 from cluster.services.election import ElectionService
 from cluster.services.http_endpoints import HttpService
 from cluster.services.kv import KVService
 from cluster.services.lease import LeaseService
 from cluster.services.lock import LockService
-from cluster.services.maintenance import ClusterService, MaintenanceService
+from cluster.services.maintenance import MaintenanceService
 from cluster.services.registration import add_service
 from cluster.services.watch import add_watch_service
 
@@ -54,14 +55,14 @@ def build_server(node: QuorumNode) -> tuple[grpc.aio.Server, health_aio.HealthSe
     """The client port's server with every service registered; HTTP/1.1 connections to it (and the
     --listen-metrics-urls listeners, started with `HttpService.start`) go to the returned HttpService."""
     server = new_server(node.cfg)
-    add_service(server, "etcdserverpb.KV", KVService(node))
-    add_service(server, "etcdserverpb.Maintenance", MaintenanceService(node))
-    add_service(server, "etcdserverpb.Cluster", ClusterService(node))
+    add_service(server, "etcdserverpb.KV", KVService(node), learner=node.is_learner)
+    add_service(server, "etcdserverpb.Maintenance", MaintenanceService(node), learner=node.is_learner)
+    add_service(server, "etcdserverpb.Cluster", ClusterService(node), learner=node.is_learner)
     add_watch_service(node, server)
-    add_service(server, "etcdserverpb.Lease", LeaseService(node))
+    add_service(server, "etcdserverpb.Lease", LeaseService(node), learner=node.is_learner)
     rpc_pb2_grpc.add_AuthServicer_to_server(rpc_pb2_grpc.AuthServicer(), server)
-    add_service(server, "v3electionpb.Election", ElectionService(node))
-    add_service(server, "v3lockpb.Lock", LockService(node))
+    add_service(server, "v3electionpb.Election", ElectionService(node), learner=node.is_learner)
+    add_service(server, "v3lockpb.Lock", LockService(node), learner=node.is_learner)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [

@@ -176,7 +176,8 @@ class HttpEndpoints:
             raise RuntimeError("alarm activated: CORRUPT")
 
     async def _non_learner(self) -> None:
-        """Quorum has no learners yet (member promote is issue 6): always a voting member."""
+        if self.node.is_learner():
+            raise RuntimeError("not supported for learner")
 
     # ---- /version --------------------------------------------------------------------------------
     def _version(self, request: HttpRequest) -> None:

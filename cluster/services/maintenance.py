@@ -43,7 +43,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             raftIndex=node.committed_index,
             raftTerm=node.applier.applied_term,
             raftAppliedIndex=node.applied_index,
-            isLearner=False,
+            isLearner=node.is_learner(),
         )
         if not resp.leader:
             resp.errors.append(errors.NO_LEADER.message)
@@ -144,23 +144,3 @@ def _next_message(f: Any, digest: Any, remaining: int) -> tuple[int, bytes]:
     left = remaining - len(blob)
     head = (b"\x10" + _VarintBytes(left) if left else b"") + b"\x1a" + _VarintBytes(len(blob))
     return len(blob), head + blob
-
-
-class ClusterService(rpc_pb2_grpc.ClusterServicer):
-    def __init__(self, node: QuorumNode) -> None:
-        self._node = node
-
-    async def MemberList(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        node = self._node
-        resp = rpc_pb2.MemberListResponse()
-        for member_id in sorted(node.membership.members):
-            rec = node.membership.members[member_id]
-            resp.members.add(
-                ID=member_id,
-                name=rec.attributes.name,
-                peerURLs=list(rec.raft_attributes.peer_urls),
-                clientURLs=list(rec.attributes.client_urls),
-                isLearner=rec.raft_attributes.is_learner,
-            )
-        node.fill_header(resp.header)
-        return resp

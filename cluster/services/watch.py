@@ -22,6 +22,7 @@ import grpc
 from cluster.api import errors
 from cluster.api.gen.etcdserverpb import rpc_pb2
 from cluster.server.node import QuorumNode
+from cluster.services.registration import learner_gated
 from cluster.watch import WatchStream
 
 log = logging.getLogger("quorum.watch")
@@ -113,7 +114,7 @@ def add_watch_service(node: QuorumNode, server: grpc.aio.Server) -> None:
         SERVICE_NAME,
         {
             "Watch": grpc.stream_stream_rpc_method_handler(
-                service.Watch,
+                learner_gated(service.Watch, node.is_learner),
                 request_deserializer=rpc_pb2.WatchRequest.FromString,
                 response_serializer=_identity,
             )

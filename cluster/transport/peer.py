@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -106,6 +107,8 @@ class RemotePeer:
         self._wakeup = asyncio.Event()
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._active_url: str | None = None
+        self.active_since: float | None = None
+        """time.monotonic() when the current stream came up (etcd's ActiveSince), None if down."""
         # The last failure logged; a peer that keeps failing the same way is logged once per outage.
         self._last_failure: str | None = None
         self._removed_reported = False
@@ -300,6 +303,7 @@ class RemotePeer:
 
     def _activate(self, url: str) -> None:
         self._active_url = url
+        self.active_since = time.monotonic()
         self._stats.connects += 1
         self._last_failure = None
         log.info(
@@ -314,6 +318,7 @@ class RemotePeer:
     def _deactivate(self, url: str, reason: str) -> None:
         was_connected = self._active_url is not None
         self._active_url = None
+        self.active_since = None
         if not was_connected:
             self._stats.connect_failures += 1
         lost = len(self._queue)

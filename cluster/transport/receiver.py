@@ -43,6 +43,7 @@ class ReceivingTransport(Protocol):
     snapshot_dir: Path
 
     def is_removed(self, member_id: int) -> bool: ...
+    def members(self) -> pb.MembersResponse: ...
     def peer_stats(self, member_id: int) -> PeerStats: ...
     def deliver(self, msg: Message) -> None: ...
     @property
@@ -61,6 +62,7 @@ class RaftTransportServicer:
                 "Stream": grpc.stream_stream_rpc_method_handler(self.stream),
                 "Snapshot": grpc.stream_unary_rpc_method_handler(self.snapshot),
                 "Probe": grpc.unary_unary_rpc_method_handler(self.probe),
+                "Members": grpc.unary_unary_rpc_method_handler(self.members),
             },
         )
 
@@ -123,6 +125,15 @@ class RaftTransportServicer:
         return pb.ProbeResponse(
             cluster_id=self._t.cluster_id, member_id=self._t.member_id
         ).SerializeToString()
+
+    async def members(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        """The member list, for a member joining an existing cluster (any cluster id may ask)."""
+        try:
+            pb.MembersRequest.FromString(request)
+        except Exception as exc:
+            await self._malformed(context, "undecodable members request", exc)
+            raise
+        return self._t.members().SerializeToString()
 
     async def stream(self, frames: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
         t = self._t

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc.aio
 
+from cluster.api.gen.quorumpb import raft_pb2 as pb
 from cluster.raft.types import Message, MessageType
 from cluster.rpc.server import Server
 
@@ -47,6 +48,7 @@ class PeerTransport:
         snapshot_source: SnapshotSource | None = None,
         on_removed: Callable[[], None] | None = None,
         is_removed: Callable[[int], bool] | None = None,
+        members: Callable[[], pb.MembersResponse] | None = None,
         options: SenderOptions | None = None,
     ) -> None:
         """
@@ -58,6 +60,7 @@ class PeerTransport:
         snapshot_source(msg)         path (or awaitable path) of the database file to send with a MsgSnap
         on_removed()                 a peer told us we were removed from the cluster: stop the member
         is_removed(member_id)        membership's view of removed ids (ids passed to remove_peer count too)
+        members()                    the applied member list, answered to joining members (Members rpc)
         """
         self.member_id = member_id
         self.cluster_id = cluster_id
@@ -65,6 +68,7 @@ class PeerTransport:
         self._on_message = on_message
         self._on_snapshot = on_snapshot
         self._is_removed = is_removed
+        self._members = members
         self._options = options or SenderOptions()
         self._callbacks = PeerCallbacks(
             on_unreachable=on_unreachable or _ignore,
@@ -140,6 +144,12 @@ class PeerTransport:
                 },
             )
 
+    def members(self) -> pb.MembersResponse:
+        """The cluster id and applied member list (only the cluster id without a membership source)."""
+        if self._members is None:
+            return pb.MembersResponse(cluster_id=self.cluster_id)
+        return self._members()
+
     def is_removed(self, member_id: int) -> bool:
         if member_id in self._removed:
             return True
@@ -188,6 +198,11 @@ class PeerTransport:
     def active_peers(self) -> list[int]:
         """Peers with an established stream right now."""
         return sorted(pid for pid, peer in self._peers.items() if peer.active)
+
+    def active_since(self, member_id: int) -> float | None:
+        """When the stream to `member_id` came up (time.monotonic()), or None while it is down."""
+        peer = self._peers.get(member_id)
+        return None if peer is None else peer.active_since
 
     async def round_trips(self) -> dict[int, float]:
         """One Probe round trip per connected peer, in seconds (peers that fail it are left out)."""

@@ -13,6 +13,7 @@ SERVICE = "quorumpb.RaftTransport"
 STREAM_METHOD = f"/{SERVICE}/Stream"
 SNAPSHOT_METHOD = f"/{SERVICE}/Snapshot"
 PROBE_METHOD = f"/{SERVICE}/Probe"
+MEMBERS_METHOD = f"/{SERVICE}/Members"
 
 DEFAULT_MAX_FRAME_BYTES = 256 * 1024 * 1024
 """Largest frame either side accepts; a MessageBatch is bounded by the sender's batch limits."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cluster.raft import encode_conf_change
+from cluster.raft import decode_conf_change, encode_conf_change
 from cluster.raft.types import (
     ConfChange,
     ConfChangeType,
@@ -174,3 +174,35 @@ def test_removed_node_is_not_promotable_and_drops_proposals():
 def test_conf_change_with_node_id_zero_is_a_noop():
     r = new_test_raft(1, [1, 2])
     assert r.apply_conf_change(ConfChange(REMOVE, 0)) == ConfState(voters=(1, 2))
+
+
+def test_conf_change_the_application_refuses_is_appended_as_a_noop_carrying_the_reason():
+    asked: list[ConfChange] = []
+
+    def check(cc: ConfChange) -> str | None:
+        asked.append(cc)
+        return "no room" if cc.node_id == 3 else None
+
+    r = new_test_raft(1, [1, 2], check_conf_change=check)
+    r.become_candidate()
+    r.become_leader()
+    li = r.log.last_index()
+    r.step(conf_prop(ConfChange(ADD, 3, b"ctx", id=77)))
+    assert asked == [ConfChange(ADD, 3, b"ctx", id=77)]
+    entry = r.log.entries(li + 1)[0]
+    assert entry.type == EntryType.CONF_CHANGE
+    assert decode_conf_change(entry.data) == ConfChange(ADD, 0, b"no room", id=77)
+    assert r.pending_conf_index != li + 1  # a refused change does not block the next one
+    r.step(conf_prop(ConfChange(ADD, 4, id=78)))
+    assert decode_conf_change(r.log.entries(li + 2)[0].data) == ConfChange(ADD, 4, id=78)
+    assert r.pending_conf_index == li + 2
+
+
+def test_conf_change_check_is_not_asked_while_a_change_is_pending():
+    asked: list[ConfChange] = []
+    r = new_test_raft(1, [1, 2], check_conf_change=lambda cc: asked.append(cc))  # type: ignore[func-returns-value]
+    r.become_candidate()
+    r.become_leader()
+    r.step(conf_prop(ConfChange(ADD, 3)))
+    r.step(conf_prop(ConfChange(ADD, 4)))
+    assert [cc.node_id for cc in asked] == [3]

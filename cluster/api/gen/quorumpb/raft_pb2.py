@@ -22,45 +22,50 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cluster.api.gen.quorumpb import internal_pb2 as quorumpb_dot_internal__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13quorumpb/raft.proto\x12\x08quorumpb\"]\n\tRaftEntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12%\n\x04type\x18\x03 \x01(\x0e\x32\x17.quorumpb.RaftEntryType\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\";\n\rRaftHardState\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0c\n\x04vote\x18\x02 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x04\"1\n\rRaftConfState\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x10\n\x08learners\x18\x02 \x03(\x04\"`\n\x14RaftSnapshotMetadata\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12+\n\nconf_state\x18\x03 \x01(\x0b\x32\x17.quorumpb.RaftConfState\"N\n\x0cRaftSnapshot\x12\x30\n\x08metadata\x18\x01 \x01(\x0b\x32\x1e.quorumpb.RaftSnapshotMetadata\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xc6\x02\n\x0bRaftMessage\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.quorumpb.RaftMessageType\x12\r\n\x05to_id\x18\x02 \x01(\x04\x12\x0f\n\x07\x66rom_id\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x07 \x01(\x04\x12\x0e\n\x06reject\x18\x08 \x01(\x08\x12\x13\n\x0breject_hint\x18\t \x01(\x04\x12\x0f\n\x07\x63ontext\x18\n \x01(\x0c\x12(\n\x08snapshot\x18\x0b \x01(\x0b\x32\x16.quorumpb.RaftSnapshot\x12\x12\n\nentry_term\x18\x0c \x03(\x04\x12\x13\n\x0b\x65ntry_index\x18\r \x03(\x04\x12\x12\n\nentry_type\x18\x0e \x03(\r\x12\x12\n\nentry_data\x18\x0f \x03(\x0c\"k\n\x0cMessageBatch\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66rom_id\x18\x02 \x01(\x04\x12\r\n\x05to_id\x18\x03 \x01(\x04\x12\'\n\x08messages\x18\x04 \x03(\x0b\x32\x15.quorumpb.RaftMessage\"%\n\tStreamAck\x12\x18\n\x10received_batches\x18\x01 \x01(\x04\"\x80\x01\n\x0eSnapshotHeader\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66rom_id\x18\x02 \x01(\x04\x12\r\n\x05to_id\x18\x03 \x01(\x04\x12&\n\x07message\x18\x04 \x01(\x0b\x32\x15.quorumpb.RaftMessage\x12\x12\n\ntotal_size\x18\x05 \x01(\x04\"e\n\rSnapshotChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.quorumpb.SnapshotHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12\x10\n\x06sha256\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04part\"*\n\x10SnapshotResponse\x12\x16\n\x0ereceived_bytes\x18\x01 \x01(\x04\"3\n\x0cProbeRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66rom_id\x18\x02 \x01(\x04\"6\n\rProbeResponse\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x11\n\tmember_id\x18\x02 \x01(\x04*\xd7\x02\n\x0fRaftMessageType\x12\n\n\x06MsgHup\x10\x00\x12\x0b\n\x07MsgBeat\x10\x01\x12\x0b\n\x07MsgProp\x10\x02\x12\n\n\x06MsgApp\x10\x03\x12\x0e\n\nMsgAppResp\x10\x04\x12\x0b\n\x07MsgVote\x10\x05\x12\x0f\n\x0bMsgVoteResp\x10\x06\x12\x0b\n\x07MsgSnap\x10\x07\x12\x10\n\x0cMsgHeartbeat\x10\x08\x12\x14\n\x10MsgHeartbeatResp\x10\t\x12\x12\n\x0eMsgUnreachable\x10\n\x12\x11\n\rMsgSnapStatus\x10\x0b\x12\x12\n\x0eMsgCheckQuorum\x10\x0c\x12\x15\n\x11MsgTransferLeader\x10\r\x12\x11\n\rMsgTimeoutNow\x10\x0e\x12\x10\n\x0cMsgReadIndex\x10\x0f\x12\x14\n\x10MsgReadIndexResp\x10\x10\x12\x0e\n\nMsgPreVote\x10\x11\x12\x12\n\x0eMsgPreVoteResp\x10\x12*5\n\rRaftEntryType\x12\x0f\n\x0b\x45ntryNormal\x10\x00\x12\x13\n\x0f\x45ntryConfChange\x10\x01\x32\xc7\x01\n\rRaftTransport\x12\x39\n\x06Stream\x12\x16.quorumpb.MessageBatch\x1a\x13.quorumpb.StreamAck(\x01\x30\x01\x12\x41\n\x08Snapshot\x12\x17.quorumpb.SnapshotChunk\x1a\x1a.quorumpb.SnapshotResponse(\x01\x12\x38\n\x05Probe\x12\x16.quorumpb.ProbeRequest\x1a\x17.quorumpb.ProbeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13quorumpb/raft.proto\x12\x08quorumpb\x1a\x17quorumpb/internal.proto\"]\n\tRaftEntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12%\n\x04type\x18\x03 \x01(\x0e\x32\x17.quorumpb.RaftEntryType\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\";\n\rRaftHardState\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0c\n\x04vote\x18\x02 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x04\"1\n\rRaftConfState\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x10\n\x08learners\x18\x02 \x03(\x04\"`\n\x14RaftSnapshotMetadata\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12+\n\nconf_state\x18\x03 \x01(\x0b\x32\x17.quorumpb.RaftConfState\"N\n\x0cRaftSnapshot\x12\x30\n\x08metadata\x18\x01 \x01(\x0b\x32\x1e.quorumpb.RaftSnapshotMetadata\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xc6\x02\n\x0bRaftMessage\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.quorumpb.RaftMessageType\x12\r\n\x05to_id\x18\x02 \x01(\x04\x12\x0f\n\x07\x66rom_id\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x07 \x01(\x04\x12\x0e\n\x06reject\x18\x08 \x01(\x08\x12\x13\n\x0breject_hint\x18\t \x01(\x04\x12\x0f\n\x07\x63ontext\x18\n \x01(\x0c\x12(\n\x08snapshot\x18\x0b \x01(\x0b\x32\x16.quorumpb.RaftSnapshot\x12\x12\n\nentry_term\x18\x0c \x03(\x04\x12\x13\n\x0b\x65ntry_index\x18\r \x03(\x04\x12\x12\n\nentry_type\x18\x0e \x03(\r\x12\x12\n\nentry_data\x18\x0f \x03(\x0c\"k\n\x0cMessageBatch\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66rom_id\x18\x02 \x01(\x04\x12\r\n\x05to_id\x18\x03 \x01(\x04\x12\'\n\x08messages\x18\x04 \x03(\x0b\x32\x15.quorumpb.RaftMessage\"%\n\tStreamAck\x12\x18\n\x10received_batches\x18\x01 \x01(\x04\"\x80\x01\n\x0eSnapshotHeader\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66rom_id\x18\x02 \x01(\x04\x12\r\n\x05to_id\x18\x03 \x01(\x04\x12&\n\x07message\x18\x04 \x01(\x0b\x32\x15.quorumpb.RaftMessage\x12\x12\n\ntotal_size\x18\x05 \x01(\x04\"e\n\rSnapshotChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.quorumpb.SnapshotHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12\x10\n\x06sha256\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04part\"*\n\x10SnapshotResponse\x12\x16\n\x0ereceived_bytes\x18\x01 \x01(\x04\"3\n\x0cProbeRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66rom_id\x18\x02 \x01(\x04\"6\n\rProbeResponse\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x11\n\tmember_id\x18\x02 \x01(\x04\"\x10\n\x0eMembersRequest\"Y\n\x0fMembersResponse\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12!\n\x07members\x18\x02 \x03(\x0b\x32\x10.quorumpb.Member\x12\x0f\n\x07removed\x18\x03 \x03(\x04*\xd7\x02\n\x0fRaftMessageType\x12\n\n\x06MsgHup\x10\x00\x12\x0b\n\x07MsgBeat\x10\x01\x12\x0b\n\x07MsgProp\x10\x02\x12\n\n\x06MsgApp\x10\x03\x12\x0e\n\nMsgAppResp\x10\x04\x12\x0b\n\x07MsgVote\x10\x05\x12\x0f\n\x0bMsgVoteResp\x10\x06\x12\x0b\n\x07MsgSnap\x10\x07\x12\x10\n\x0cMsgHeartbeat\x10\x08\x12\x14\n\x10MsgHeartbeatResp\x10\t\x12\x12\n\x0eMsgUnreachable\x10\n\x12\x11\n\rMsgSnapStatus\x10\x0b\x12\x12\n\x0eMsgCheckQuorum\x10\x0c\x12\x15\n\x11MsgTransferLeader\x10\r\x12\x11\n\rMsgTimeoutNow\x10\x0e\x12\x10\n\x0cMsgReadIndex\x10\x0f\x12\x14\n\x10MsgReadIndexResp\x10\x10\x12\x0e\n\nMsgPreVote\x10\x11\x12\x12\n\x0eMsgPreVoteResp\x10\x12*5\n\rRaftEntryType\x12\x0f\n\x0b\x45ntryNormal\x10\x00\x12\x13\n\x0f\x45ntryConfChange\x10\x01\x32\x87\x02\n\rRaftTransport\x12\x39\n\x06Stream\x12\x16.quorumpb.MessageBatch\x1a\x13.quorumpb.StreamAck(\x01\x30\x01\x12\x41\n\x08Snapshot\x12\x17.quorumpb.SnapshotChunk\x1a\x1a.quorumpb.SnapshotResponse(\x01\x12\x38\n\x05Probe\x12\x16.quorumpb.ProbeRequest\x1a\x17.quorumpb.ProbeResponse\x12>\n\x07Members\x12\x18.quorumpb.MembersRequest\x1a\x19.quorumpb.MembersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quorumpb.raft_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RAFTMESSAGETYPE']._serialized_start=1283
-  _globals['_RAFTMESSAGETYPE']._serialized_end=1626
-  _globals['_RAFTENTRYTYPE']._serialized_start=1628
-  _globals['_RAFTENTRYTYPE']._serialized_end=1681
-  _globals['_RAFTENTRY']._serialized_start=33
-  _globals['_RAFTENTRY']._serialized_end=126
-  _globals['_RAFTHARDSTATE']._serialized_start=128
-  _globals['_RAFTHARDSTATE']._serialized_end=187
-  _globals['_RAFTCONFSTATE']._serialized_start=189
-  _globals['_RAFTCONFSTATE']._serialized_end=238
-  _globals['_RAFTSNAPSHOTMETADATA']._serialized_start=240
-  _globals['_RAFTSNAPSHOTMETADATA']._serialized_end=336
-  _globals['_RAFTSNAPSHOT']._serialized_start=338
-  _globals['_RAFTSNAPSHOT']._serialized_end=416
-  _globals['_RAFTMESSAGE']._serialized_start=419
-  _globals['_RAFTMESSAGE']._serialized_end=745
-  _globals['_MESSAGEBATCH']._serialized_start=747
-  _globals['_MESSAGEBATCH']._serialized_end=854
-  _globals['_STREAMACK']._serialized_start=856
-  _globals['_STREAMACK']._serialized_end=893
-  _globals['_SNAPSHOTHEADER']._serialized_start=896
-  _globals['_SNAPSHOTHEADER']._serialized_end=1024
-  _globals['_SNAPSHOTCHUNK']._serialized_start=1026
-  _globals['_SNAPSHOTCHUNK']._serialized_end=1127
-  _globals['_SNAPSHOTRESPONSE']._serialized_start=1129
-  _globals['_SNAPSHOTRESPONSE']._serialized_end=1171
-  _globals['_PROBEREQUEST']._serialized_start=1173
-  _globals['_PROBEREQUEST']._serialized_end=1224
-  _globals['_PROBERESPONSE']._serialized_start=1226
-  _globals['_PROBERESPONSE']._serialized_end=1280
-  _globals['_RAFTTRANSPORT']._serialized_start=1684
-  _globals['_RAFTTRANSPORT']._serialized_end=1883
+  _globals['_RAFTMESSAGETYPE']._serialized_start=1417
+  _globals['_RAFTMESSAGETYPE']._serialized_end=1760
+  _globals['_RAFTENTRYTYPE']._serialized_start=1762
+  _globals['_RAFTENTRYTYPE']._serialized_end=1815
+  _globals['_RAFTENTRY']._serialized_start=58
+  _globals['_RAFTENTRY']._serialized_end=151
+  _globals['_RAFTHARDSTATE']._serialized_start=153
+  _globals['_RAFTHARDSTATE']._serialized_end=212
+  _globals['_RAFTCONFSTATE']._serialized_start=214
+  _globals['_RAFTCONFSTATE']._serialized_end=263
+  _globals['_RAFTSNAPSHOTMETADATA']._serialized_start=265
+  _globals['_RAFTSNAPSHOTMETADATA']._serialized_end=361
+  _globals['_RAFTSNAPSHOT']._serialized_start=363
+  _globals['_RAFTSNAPSHOT']._serialized_end=441
+  _globals['_RAFTMESSAGE']._serialized_start=444
+  _globals['_RAFTMESSAGE']._serialized_end=770
+  _globals['_MESSAGEBATCH']._serialized_start=772
+  _globals['_MESSAGEBATCH']._serialized_end=879
+  _globals['_STREAMACK']._serialized_start=881
+  _globals['_STREAMACK']._serialized_end=918
+  _globals['_SNAPSHOTHEADER']._serialized_start=921
+  _globals['_SNAPSHOTHEADER']._serialized_end=1049
+  _globals['_SNAPSHOTCHUNK']._serialized_start=1051
+  _globals['_SNAPSHOTCHUNK']._serialized_end=1152
+  _globals['_SNAPSHOTRESPONSE']._serialized_start=1154
+  _globals['_SNAPSHOTRESPONSE']._serialized_end=1196
+  _globals['_PROBEREQUEST']._serialized_start=1198
+  _globals['_PROBEREQUEST']._serialized_end=1249
+  _globals['_PROBERESPONSE']._serialized_start=1251
+  _globals['_PROBERESPONSE']._serialized_end=1305
+  _globals['_MEMBERSREQUEST']._serialized_start=1307
+  _globals['_MEMBERSREQUEST']._serialized_end=1323
+  _globals['_MEMBERSRESPONSE']._serialized_start=1325
+  _globals['_MEMBERSRESPONSE']._serialized_end=1414
+  _globals['_RAFTTRANSPORT']._serialized_start=1818
+  _globals['_RAFTTRANSPORT']._serialized_end=2081
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from cluster.api.gen.quorumpb import internal_pb2 as _internal_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -200,3 +201,17 @@ class ProbeResponse(_message.Message):
     cluster_id: int
     member_id: int
     def __init__(self, cluster_id: _Optional[int] = ..., member_id: _Optional[int] = ...) -> None: ...
+
+class MembersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class MembersResponse(_message.Message):
+    __slots__ = ("cluster_id", "members", "removed")
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: int
+    members: _containers.RepeatedCompositeFieldContainer[_internal_pb2.Member]
+    removed: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, cluster_id: _Optional[int] = ..., members: _Optional[_Iterable[_Union[_internal_pb2.Member, _Mapping]]] = ..., removed: _Optional[_Iterable[int]] = ...) -> None: ...

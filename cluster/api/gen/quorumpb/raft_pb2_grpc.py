@@ -50,6 +50,11 @@ class RaftTransportStub:
                 request_serializer=quorumpb_dot_raft__pb2.ProbeRequest.SerializeToString,
                 response_deserializer=quorumpb_dot_raft__pb2.ProbeResponse.FromString,
                 _registered_method=True)
+        self.Members = channel.unary_unary(
+                '/quorumpb.RaftTransport/Members',
+                request_serializer=quorumpb_dot_raft__pb2.MembersRequest.SerializeToString,
+                response_deserializer=quorumpb_dot_raft__pb2.MembersResponse.FromString,
+                _registered_method=True)
 
 
 class RaftTransportServicer:
@@ -79,6 +84,13 @@ class RaftTransportServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Members(self, request, context):
+        """The cluster id and the member list as this member has applied it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RaftTransportServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +108,11 @@ def add_RaftTransportServicer_to_server(servicer, server):
                     servicer.Probe,
                     request_deserializer=quorumpb_dot_raft__pb2.ProbeRequest.FromString,
                     response_serializer=quorumpb_dot_raft__pb2.ProbeResponse.SerializeToString,
+            ),
+            'Members': grpc.unary_unary_rpc_method_handler(
+                    servicer.Members,
+                    request_deserializer=quorumpb_dot_raft__pb2.MembersRequest.FromString,
+                    response_serializer=quorumpb_dot_raft__pb2.MembersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +197,33 @@ class RaftTransport:
             '/quorumpb.RaftTransport/Probe',
             quorumpb_dot_raft__pb2.ProbeRequest.SerializeToString,
             quorumpb_dot_raft__pb2.ProbeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Members(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorumpb.RaftTransport/Members',
+            quorumpb_dot_raft__pb2.MembersRequest.SerializeToString,
+            quorumpb_dot_raft__pb2.MembersResponse.FromString,
             options,
             channel_credentials,
             insecure,
