@@ -32,7 +32,7 @@ from cluster.lease.lessor import Lessor, min_lease_ttl
 from cluster.mvcc import KVStore
 from cluster.raft import RaftConfig, RawNode
 from cluster.raft.types import ConfChange, Entry, Message, Snapshot, SoftState, StateType
-from cluster.server import data_dir, ids
+from cluster.server import data_dir, ids, standalone
 from cluster.server.apply import BatchOutcome, EntryApplier
 from cluster.server.config import ServerConfig
 from cluster.server.kv_apply import KVApplier
@@ -93,7 +93,12 @@ class QuorumNode:
     async def start(self) -> None:
         cfg = self.cfg
         data_dir.prepare_dirs(cfg.member_dir, cfg.wal_path, cfg.snap_dir)
-        if data_dir.has_wal(cfg.wal_path):
+        if not data_dir.has_wal(cfg.wal_path):
+            opened = self._create_member_log()  # --force-new-cluster means nothing yet, as in etcd
+        elif cfg.force_new_cluster:
+            opened = standalone.restart_as_standalone(
+                cfg.wal_path, cfg.snap_dir, cfg.initial_advertise_peer_urls)
+        else:
             opened = data_dir.open_member_log(cfg.wal_path, cfg.snap_dir)
             log.info(
                 "restarting local member",
@@ -101,8 +106,6 @@ class QuorumNode:
                        "local-member-id": ids.format_id(opened.member_id),
                        "commit-index": opened.hard_state.commit},
             )
-        else:
-            opened = self._create_member_log()
         self.member_id = opened.member_id
         self.cluster_id = opened.cluster_id
         self._wal = opened.wal
