@@ -41,7 +41,8 @@ async def serve(cfg: ServerConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     waiter = asyncio.create_task(node.wait_ready())
     stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopped = asyncio.create_task(node.wait_stopped())  # e.g. removed from the cluster: exit, as etcd
+    await asyncio.wait({waiter, stopper, stopped}, return_when=asyncio.FIRST_COMPLETED)
     if waiter.done():
         from grpc_health.v1 import health_pb2
 
@@ -52,12 +53,16 @@ async def serve(cfg: ServerConfig) -> None:
                 "serving client traffic insecurely; this is strongly discouraged!",
                 extra={"address": url.netloc},
             )
-        await stopper
-    log.info("received signal; shutting down")
+        await asyncio.wait({stopper, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if stopper.done():
+        log.info("received signal; shutting down")
+    else:
+        log.warning("the member stopped; shutting down")
     await http.stop()
     await server.stop(1.0)
     await node.stop()
-    waiter.cancel()
+    for task in (waiter, stopper, stopped):
+        task.cancel()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -259,6 +259,12 @@ class QuorumNode:
     async def wait_ready(self) -> None:
         await self._published.wait()
 
+    async def wait_stopped(self) -> None:
+        """Return once Raft has stopped on its own (removed from the cluster, a failed apply) or
+        through `stop`: etcd's StopNotify, after which etcd exits."""
+        if self._driver_task is not None:
+            await asyncio.wait({self._driver_task})
+
     def _set_cluster_version(self, version: str) -> None:
         if version != self.cluster_version:
             self.cluster_version = version
