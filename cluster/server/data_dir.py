@@ -18,7 +18,7 @@ from cluster.raft import MemoryStorage, bootstrap
 from cluster.raft.types import ConfState, Entry, HardState, Snapshot
 from cluster.server import ids
 from cluster.storage.snap import Snapshotter
-from cluster.storage.wal import WAL, WalSnapshot
+from cluster.storage.wal import WAL, WalSnapshot, WalState
 
 _METADATA = struct.Struct(">QQ")
 
@@ -60,13 +60,19 @@ class InitialMembers:
     peers: list[tuple[int, bytes]]
 
 
+def member_context(member_id: int, peer_urls: Iterable[object]) -> bytes:
+    """The context of a conf change adding this member: a ``quorumpb.Member`` with its peer URLs."""
+    member = internal_pb2.Member(ID=member_id)
+    member.raft_attributes.peer_urls.extend(str(u) for u in peer_urls)
+    return member.SerializeToString()
+
+
 def initial_members(peers_by_name: Mapping[str, Iterable[object]], token: str) -> InitialMembers:
     member_ids = ids.initial_member_ids(peers_by_name, token)
-    peers: list[tuple[int, bytes]] = []
-    for name in sorted(member_ids, key=lambda n: member_ids[n]):
-        member = internal_pb2.Member(ID=member_ids[name])
-        member.raft_attributes.peer_urls.extend(str(u) for u in peers_by_name[name])
-        peers.append((member_ids[name], member.SerializeToString()))
+    peers = [
+        (member_ids[name], member_context(member_ids[name], peers_by_name[name]))
+        for name in sorted(member_ids, key=lambda n: member_ids[n])
+    ]
     return InitialMembers(member_ids, ids.cluster_id(member_ids.values()), peers)
 
 
@@ -115,16 +121,30 @@ def create_joining_member_log(
 
 def open_member_log(wal_dir: str, snap_dir: str) -> OpenedLog:
     """Reopen WAL and newest usable snapshot; rebuild the in-memory raft log from them."""
+    wal, state, snap = read_member_log(wal_dir, snap_dir)
+    return opened_log(wal, state.metadata, snap, state.hard_state, state.entries)
+
+
+def read_member_log(wal_dir: str, snap_dir: str) -> tuple[WAL, WalState, Snapshot | None]:
+    """Open the WAL from the newest snapshot it has a marker for; return it, what it holds after
+    that snapshot, and the snapshot (None when there is none yet)."""
     snapshotter = Snapshotter(Path(snap_dir))
     wal_snaps = WAL.snapshots(Path(wal_dir))
     snap = snapshotter.load_newest_available(wal_snaps) if wal_snaps else None
     marker = WalSnapshot(snap.metadata.index, snap.metadata.term) if snap else WalSnapshot(0, 0)
     wal, state = WAL.open(Path(wal_dir), marker)
-    member_id, cluster_id = decode_wal_metadata(state.metadata)
+    return wal, state, snap
+
+
+def opened_log(
+    wal: WAL, metadata: bytes, snap: Snapshot | None, hard_state: HardState, entries: list[Entry]
+) -> OpenedLog:
+    """The in-memory raft log of a restarted member: `snap`, then `entries` (all after it)."""
+    member_id, cluster_id = decode_wal_metadata(metadata)
     storage = MemoryStorage()
     if snap is not None:
         storage.apply_snapshot(snap)
-    storage.set_hard_state(state.hard_state)
-    if state.entries:
-        storage.append(state.entries)
-    return OpenedLog(wal, storage, member_id, cluster_id, snap, state.hard_state)
+    storage.set_hard_state(hard_state)
+    if entries:
+        storage.append(entries)
+    return OpenedLog(wal, storage, member_id, cluster_id, snap, hard_state)

@@ -46,12 +46,9 @@ async def serve(cfg: ServerConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     waiter = asyncio.create_task(node.wait_ready())
     stopper = asyncio.create_task(stop.wait())
-    # A member removed from the cluster stops itself, as etcd does.
-    removed = asyncio.create_task(node.removed.wait())
-    stopper.add_done_callback(lambda _: removed.cancel())
-    removed.add_done_callback(lambda _: stop.set())
-    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    if waiter.done() and not node.removed.is_set():
+    stopped = asyncio.create_task(node.wait_stopped())  # e.g. removed from the cluster: exit, as etcd
+    await asyncio.wait({waiter, stopper, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if waiter.done():
         from grpc_health.v1 import health_pb2
 
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -61,13 +58,16 @@ async def serve(cfg: ServerConfig) -> None:
                 "serving client traffic insecurely; this is strongly discouraged!",
                 extra={"address": url.netloc},
             )
-        await stopper
-    if not node.removed.is_set():
+        await asyncio.wait({stopper, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if stopper.done():
         log.info("received signal; shutting down")
+    else:
+        log.warning("the member stopped; shutting down")
     await http.stop()
     await server.stop(1.0)
     await node.stop()
-    waiter.cancel()
+    for task in (waiter, stopper, stopped):
+        task.cancel()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -33,7 +33,7 @@ from cluster.lease.lessor import Lessor, min_lease_ttl
 from cluster.mvcc import KVStore
 from cluster.raft import RaftConfig, RawNode
 from cluster.raft.types import ConfChange, Entry, Message, Snapshot, SoftState, StateType
-from cluster.server import data_dir, ids, join
+from cluster.server import data_dir, ids, join, standalone
 from cluster.server.apply import BatchOutcome, EntryApplier
 from cluster.server.config import ServerConfig
 from cluster.server.kv_apply import KVApplier
@@ -97,7 +97,16 @@ class QuorumNode:
     async def start(self) -> None:
         cfg = self.cfg
         data_dir.prepare_dirs(cfg.member_dir, cfg.wal_path, cfg.snap_dir)
-        if data_dir.has_wal(cfg.wal_path):
+        if not data_dir.has_wal(cfg.wal_path):
+            # --force-new-cluster means nothing yet, as in etcd
+            if cfg.initial_cluster_state == "existing":
+                opened = await self._join_member_log()
+            else:
+                opened = self._create_member_log()
+        elif cfg.force_new_cluster:
+            opened = standalone.restart_as_standalone(
+                cfg.wal_path, cfg.snap_dir, cfg.initial_advertise_peer_urls)
+        else:
             opened = data_dir.open_member_log(cfg.wal_path, cfg.snap_dir)
             log.info(
                 "restarting local member",
@@ -105,10 +114,6 @@ class QuorumNode:
                        "local-member-id": ids.format_id(opened.member_id),
                        "commit-index": opened.hard_state.commit},
             )
-        elif cfg.initial_cluster_state == "existing":
-            opened = await self._join_member_log()
-        else:
-            opened = self._create_member_log()
         self.member_id = opened.member_id
         self.cluster_id = opened.cluster_id
         self._wal = opened.wal
@@ -281,6 +286,12 @@ class QuorumNode:
 
     async def wait_ready(self) -> None:
         await self._published.wait()
+
+    async def wait_stopped(self) -> None:
+        """Return once Raft has stopped on its own (removed from the cluster, a failed apply) or
+        through `stop`: etcd's StopNotify, after which etcd exits."""
+        if self._driver_task is not None:
+            await asyncio.wait({self._driver_task})
 
     def _set_cluster_version(self, version: str) -> None:
         if version != self.cluster_version:

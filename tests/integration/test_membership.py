@@ -195,10 +195,16 @@ def test_membership_errors_are_etcds(closing: list[NodeProcess]) -> None:
         assert out.returncode != 0, out.stdout
         return out.stderr
 
-    assert "etcdserver: Peer URLs already exists" in fails("member", "add", "dup", f"--peer-urls={nodes[0].peer_url}")
+    assert "etcdserver: Peer URLs already exists" in fails(
+        "member", "add", "dup", f"--peer-urls={nodes[0].peer_url}"
+    )
     assert "etcdserver: member not found" in fails("member", "remove", "1234abcd")
-    assert "etcdserver: member not found" in fails("member", "update", "1234abcd", "--peer-urls=http://127.0.0.9:1")
-    assert "URL scheme must be http" in fails("member", "add", "bad", "--peer-urls=ftp://x:1")  # etcdctl's own
+    assert "etcdserver: member not found" in fails(
+        "member", "update", "1234abcd", "--peer-urls=http://127.0.0.9:1"
+    )
+    assert "URL scheme must be http" in fails(
+        "member", "add", "bad", "--peer-urls=ftp://x:1"
+    )  # etcdctl's own
     with grpc.insecure_channel(nodes[0].endpoint) as channel:  # the server's check, past etcdctl's
         stub = rpc_pb2_grpc.ClusterStub(channel)
         with pytest.raises(grpc.RpcError) as bad:
@@ -209,11 +215,16 @@ def test_membership_errors_are_etcds(closing: list[NodeProcess]) -> None:
     assert "etcdserver: can only promote a learner member" in fails("member", "promote", m1)
     # A voter may not be added while this member is not connected to every voter.
     nodes[2].kill()
-    assert "etcdserver: unhealthy cluster" in fails("member", "add", "m9", "--peer-urls=http://127.0.0.9:2380")
+    assert "etcdserver: unhealthy cluster" in fails(
+        "member", "add", "m9", "--peer-urls=http://127.0.0.9:2380"
+    )
     nodes[2].start(wait=False)
     nodes[2].wait_ready(timeout=60)
-    wait_until(lambda: etcdctl(eps, "member", "add", "m4", "--peer-urls=http://127.0.0.9:2380").returncode == 0,
-               timeout=30, what="the restarted member to count as connected again")
+    wait_until(
+        lambda: etcdctl(eps, "member", "add", "m4", "--peer-urls=http://127.0.0.9:2380").returncode == 0,
+        timeout=30,
+        what="the restarted member to count as connected again",
+    )
     # A member that never started is down: it may be removed without the connectivity check.
     m4 = next(r[0] for r in member_lines(nodes) if r[1] == "unstarted")
     ctl(nodes, "member", "remove", m4)
@@ -237,7 +248,9 @@ def test_adding_a_voter_without_enough_started_members_is_refused(closing: list[
 
 
 @pytest.mark.timeout(300)
-def test_learner_catches_up_serves_only_serializable_reads_and_is_promoted(closing: list[NodeProcess]) -> None:
+def test_learner_catches_up_serves_only_serializable_reads_and_is_promoted(
+    closing: list[NodeProcess],
+) -> None:
     nodes = start_three("quorum")
     closing.extend(nodes)
     learner = make_node("quorum", name="l1", host=HOSTS[3], flags=TIMING)
@@ -245,8 +258,14 @@ def test_learner_catches_up_serves_only_serializable_reads_and_is_promoted(closi
     settings = add_member(nodes, learner, "--learner")
     learner_id = next(r[0] for r in member_lines(nodes) if r[3] == learner.peer_url)
     assert next(r for r in member_lines(nodes) if r[0] == learner_id)[5] == "true"
-    second = etcdctl(",".join(n.endpoint for n in nodes), "member", "add", "l2", "--learner",
-                     "--peer-urls=http://127.0.0.9:2380")
+    second = etcdctl(
+        ",".join(n.endpoint for n in nodes),
+        "member",
+        "add",
+        "l2",
+        "--learner",
+        "--peer-urls=http://127.0.0.9:2380",
+    )
     assert "etcdserver: too many learner members in cluster" in second.stderr
     not_ready = etcdctl(nodes[1].endpoint, "member", "promote", learner_id)
     assert "etcdserver: can only promote a learner member which is in sync with leader" in not_ready.stderr
@@ -254,7 +273,9 @@ def test_learner_catches_up_serves_only_serializable_reads_and_is_promoted(closi
     write_keys(nodes, 10_000)
     learner.initial_cluster = settings["ETCD_INITIAL_CLUSTER"]
     learner.start("--initial-cluster-state=existing", wait=False)
-    wait_until(lambda: "ready to serve client requests" in learner.current_log(), timeout=60, what="learner up")
+    wait_until(
+        lambda: "ready to serve client requests" in learner.current_log(), timeout=60, what="learner up"
+    )
 
     put = etcdctl(learner.endpoint, "put", "x", "y")
     assert put.returncode != 0 and "etcdserver: rpc not supported for learner" in put.stderr
