@@ -313,3 +313,121 @@ def write_keys(nodes: list[NodeProcess], count: int) -> None:
     for t in threads:
         t.join(timeout=120)
     assert not any(t.is_alive() for t in threads)
+
+
+class Writers:
+    """Concurrent writers of unique keys; every acknowledged key is recorded (failures are unknown
+    outcomes and recorded nowhere). Each writer moves to another live member after an error."""
+
+    def __init__(self, nodes: list[NodeProcess], count: int = 3) -> None:
+        self.nodes = nodes
+        self.acked: list[str] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(w,), daemon=True) for w in range(count)]
+
+    def __enter__(self) -> Writers:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+
+    def _run(self, writer: int) -> None:
+        from cluster.testing.rawkv import RawKV
+
+        i = 0
+        target = writer
+        while not self._stop.is_set():
+            live = [n for n in self.nodes if n.running]
+            node = live[target % len(live)]
+            with RawKV(node.endpoint) as kv:
+                while not self._stop.is_set():
+                    key = f"load/{writer}/{i:06d}"
+                    i += 1
+                    try:
+                        kv.put(key.encode(), b"x", timeout=5)
+                    except Exception:
+                        with self._lock:
+                            self.failures += 1
+                        target += 1
+                        time.sleep(0.05)
+                        break
+                    with self._lock:
+                        self.acked.append(key)
+
+
+def leaders_by_term(nodes: list[NodeProcess]) -> dict[int, set[str]]:
+    """Every leader each member saw, by term, from the members' raft.node log lines."""
+    seen: dict[int, set[str]] = {}
+    for node in nodes:
+        for leader, term in re.findall(
+            r"raft\.node: \w+ (?:elected leader|changed leader from \w+ to) (\w+) "
+            r"at term (\d+)",
+            node.logs(),
+        ):
+            seen.setdefault(int(term), set()).add(leader)
+    return seen
+
+
+@pytest.mark.timeout(400)
+def test_no_acknowledged_write_lost_and_one_leader_per_term_across_membership_changes(
+    closing: list[NodeProcess],
+) -> None:
+    nodes = start_three("quorum")
+    closing.extend(nodes)
+    everyone = list(nodes)
+    with Writers(nodes) as load:
+        # Scale out with a voter.
+        fourth = make_node("quorum", name="m4", host=HOSTS[3], flags=TIMING)
+        closing.append(fourth)
+        everyone.append(fourth)
+        start_added(fourth, add_member(nodes, fourth))
+        nodes.append(fourth)
+        # A learner, caught up and promoted.
+        fifth = make_node("quorum", name="m5", host=HOSTS[4], flags=TIMING)
+        closing.append(fifth)
+        everyone.append(fifth)
+        settings = add_member(nodes, fifth, "--learner")
+        fifth.initial_cluster = settings["ETCD_INITIAL_CLUSTER"]
+        fifth.start("--initial-cluster-state=existing", wait=False)
+        fifth_id = next(r[0] for r in member_lines(nodes) if r[3] == fifth.peer_url)
+
+        def promoted() -> bool:
+            out = etcdctl(nodes[0].endpoint, "member", "promote", fifth_id, timeout=30)
+            return out.returncode == 0
+
+        wait_until(promoted, timeout=90, what="promotion under load")
+        nodes.append(fifth)
+        # Remove a follower, then the leader itself.
+        status = {r[0]: r for r in member_lines(nodes)}
+        leader_ep = ctl(nodes, "endpoint", "status", "--cluster").splitlines()
+        leader_row = next(line.split(", ") for line in leader_ep if line.split(", ")[4] == "true")
+        leader_id = leader_row[1]
+        follower = next(n for n in nodes if n.client_url != leader_row[0] and n is not fifth)
+        follower_id = next(i for i, r in status.items() if r[2] == follower.name)
+        reconfigure(nodes, "member", "remove", follower_id)
+        wait_until(lambda: not follower.running, timeout=20, what="removed follower to stop")
+        nodes.remove(follower)
+        leader = next(n for n in nodes if n.client_url == leader_row[0])
+        reconfigure(nodes, "member", "remove", leader_id)
+        wait_until(lambda: not leader.running, timeout=20, what="removed leader to stop")
+        nodes.remove(leader)
+        time.sleep(1.0)  # keep writing under the new leader for a moment
+    assert len(load.acked) > 200, (len(load.acked), load.failures)
+
+    from cluster.testing.rawkv import RawKV
+
+    assert sorted(r[2] for r in member_lines(nodes)) == sorted(n.name for n in nodes)
+    with RawKV(nodes[0].endpoint) as kv:
+        stored = {kv_.key.decode() for kv_ in kv.get_prefix(b"load/", timeout=30)}
+    lost = [k for k in load.acked if k not in stored]
+    assert not lost, f"{len(lost)} acknowledged writes lost, e.g. {lost[:5]}"
+    for term, leaders in leaders_by_term(everyone).items():
+        assert len(leaders) == 1, f"term {term} had leaders {leaders}"
+    # The leader handed over before its removal: the new leader was elected by transfer, quickly.
+    assert "removing the leader: transferring leadership first" in "".join(n.logs() for n in everyone)
