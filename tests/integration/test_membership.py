@@ -25,8 +25,8 @@ def kinds() -> list[str]:
     return ["quorum", "etcd"] if etcd_binary() else ["quorum"]
 
 
-def start_three(kind: str) -> list[NodeProcess]:
-    nodes = cluster_of(kind, 3, flags=TIMING)
+def start_three(kind: str, *flags: str) -> list[NodeProcess]:
+    nodes = cluster_of(kind, 3, flags=[*TIMING, *flags])
     for node, host in zip(nodes, HOSTS, strict=False):
         node.host = host
     # Ports were picked for 127.0.0.1; pick again on each node's own address.
@@ -251,7 +251,8 @@ def test_adding_a_voter_without_enough_started_members_is_refused(closing: list[
 def test_learner_catches_up_serves_only_serializable_reads_and_is_promoted(
     closing: list[NodeProcess],
 ) -> None:
-    nodes = start_three("quorum")
+    # A small --snapshot-count compacts the log under the 10,000 writes: the learner needs a snapshot.
+    nodes = start_three("quorum", "--snapshot-count=1000")
     closing.extend(nodes)
     learner = make_node("quorum", name="l1", host=HOSTS[3], flags=TIMING)
     closing.append(learner)
@@ -282,6 +283,7 @@ def test_learner_catches_up_serves_only_serializable_reads_and_is_promoted(
     get = etcdctl(learner.endpoint, "get", "k/00000")
     assert get.returncode != 0 and "etcdserver: rpc not supported for learner" in get.stderr
     wait_until(lambda: serializable_value(learner, "k/09999") == "v9999", timeout=60, what="learner catch-up")
+    assert "applied snapshot" in learner.logs()
     status = etcdctl(learner.endpoint, "endpoint", "status")
     assert status.returncode == 0 and status.stdout.split(", ")[5] == "true", status.stdout  # IS LEARNER
 
