@@ -37,6 +37,9 @@ class Command:
     """Further ways to call this command, as (arguments, short): quorumctl's etcdctl v2 spellings
     (``member add <name> <url>``; etcdctl has none). Listed under the command in the root's COMMANDS
     only: in a group's narrower column they would realign etcdctl's own lines."""
+    exact_name_only: bool = False
+    """Found only by its full name, not by a unique prefix: for quorumctl's own commands, so that a
+    prefix etcdctl refuses as an unknown command is not taken as one of them."""
 
     def add(self, *children: Command) -> None:
         for child in children:
@@ -75,7 +78,7 @@ class Command:
         for child in self.children:
             if child.name == word:
                 return child
-        matches = [c for c in self.children if c.name.startswith(word)]
+        matches = [c for c in self.children if c.name.startswith(word) and not c.exact_name_only]
         return matches[0] if len(matches) == 1 else None
 
 
