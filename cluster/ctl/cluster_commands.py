@@ -29,6 +29,8 @@ DEFRAG_FLAGS = (
     ),
 )
 PROMOTE_LONG = "Promotes a non-voting learner member to a voting one in the cluster.\n"
+V2_MARK = "(etcdctl v2)"
+"""Ends the help line of every etcdctl v2 spelling quorumctl takes (tests compare help without them)."""
 
 
 def validate_urls(urls: list[str]) -> None:
@@ -79,19 +81,31 @@ def _print_member_change(printer: Printer, resp: object, sentence: str, promote:
         raise printer.unsupported()
 
 
-async def run_member_add(s: Session) -> None:
-    args = s.inv.args
+def member_add_target(args: list[str], peer_urls: str) -> tuple[str, str]:
+    """The new member's name and comma-separated peer URLs, from ``member add``'s arguments.
+
+    Deliberately unlike etcdctl 3.4, which refuses a second argument ("too many arguments, did you
+    mean --peer-urls=..."): quorumctl takes it as the peer URLs, as etcdctl v2's ``member add <name>
+    <peerURL>`` did, because operators' runbooks use that spelling. With ``--peer-urls`` also given,
+    or more arguments, etcdctl's error stands.
+    """
     if not args:
         raise CtlExit(EXIT_BAD_ARGS, "member name not provided")
+    if len(args) == 2 and not peer_urls:
+        args, peer_urls = args[:1], args[1]
     if len(args) > 1:
         message = "too many arguments"
         for arg in args:
             if arg.lower().startswith("http"):
                 message += f", did you mean --peer-urls={arg}"
         raise CtlExit(EXIT_BAD_ARGS, message)
-    name, peer_urls = args[0], str(s.inv.flags.get("peer-urls"))
     if not peer_urls:
         raise CtlExit(EXIT_BAD_ARGS, "member peer urls not provided")
+    return args[0], peer_urls
+
+
+async def run_member_add(s: Session) -> None:
+    name, peer_urls = member_add_target(s.inv.args, str(s.inv.flags.get("peer-urls")))
     urls = peer_urls.split(",")
     async with s.client() as client:
         validate_urls(urls)
@@ -220,6 +234,7 @@ def member_commands(runner: Runner) -> list[Command]:
             "Adds a member into the cluster",
             flags=MEMBER_ADD_FLAGS,
             run=runner(run_member_add),
+            other_spellings=(("<name> <url>", f"Same as member add <name> --peer-urls=<url> {V2_MARK}"),),
         ),
         Command(
             "promote",

@@ -33,6 +33,13 @@ class Command:
     children: list[Command] = field(default_factory=list)
     parent: Command | None = None
     hidden_help: bool = False
+    other_spellings: tuple[tuple[str, str], ...] = ()
+    """Further ways to call this command, as (arguments, short): quorumctl's etcdctl v2 spellings
+    (``member add <name> <url>``; etcdctl has none). Listed under the command in the root's COMMANDS
+    only: in a group's narrower column they would realign etcdctl's own lines."""
+    exact_name_only: bool = False
+    """Found only by its full name, not by a unique prefix: for quorumctl's own commands, so that a
+    prefix etcdctl refuses as an unknown command is not taken as one of them."""
 
     def add(self, *children: Command) -> None:
         for child in children:
@@ -71,7 +78,7 @@ class Command:
         for child in self.children:
             if child.name == word:
                 return child
-        matches = [c for c in self.children if c.name.startswith(word)]
+        matches = [c for c in self.children if c.name.startswith(word) and not c.exact_name_only]
         return matches[0] if len(matches) == 1 else None
 
 
@@ -203,7 +210,10 @@ def usage(command: Command, with_help_flag: bool = True) -> str:
         text += "\n\nCOMMANDS:\n"
         for sub in _all_subcommands(command):
             if sub.runnable:
-                text += f"\t{_relative_name(sub, command)}\t{sub.short}\n"
+                name = _relative_name(sub, command)
+                text += f"\t{name}\t{sub.short}\n"
+                if command.parent is None:
+                    text += "".join(f"\t{name} {args}\t{short}\n" for args, short in sub.other_spellings)
     if command.long:
         text += "\nDESCRIPTION:\n"
         for line in command.long.strip("\n\t ").split("\n"):

@@ -1,7 +1,9 @@
 """quorumctl's command tree: etcdctl's commands, the implemented ones runnable.
 
 Commands etcdctl has but quorumctl does not implement yet are present (so help listings, prefix
-matching and suggestions match etcdctl) and fail with a clear message when run.
+matching and suggestions match etcdctl) and fail with a clear message when run. quorumctl adds two
+etcdctl v2 spellings that runbooks use: ``cluster-health`` and ``member add <name> <peerURL>``; their
+help lines end in "(etcdctl v2)".
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Callable
 
 from cluster.ctl.auth_commands import auth_commands
 from cluster.ctl.cluster_commands import defrag_and_move_leader, member_commands
+from cluster.ctl.cluster_health import cluster_health_command
 from cluster.ctl.cobra import Command, Invocation
 from cluster.ctl.concurrency_commands import concurrency_commands
 from cluster.ctl.exits import EXIT_ERROR, CtlExit
@@ -74,6 +77,7 @@ def build_tree(make_session: SessionFactory) -> Command:
     root.add(*kv_commands(runner), *maintenance_commands(runner), watch_command(runner))
     root.add(*concurrency_commands(runner))
     root.add(*defrag_and_move_leader(runner))
+    root.add(cluster_health_command(runner))  # etcdctl v2's; see cluster_health.py
     groups = {name: Command(name, f"{name} <subcommand>", short) for name, short in GROUPS.items()}
     groups["member"].add(member_list_command(runner), *member_commands(runner))
     groups["lease"].add(*lease_commands(runner))
