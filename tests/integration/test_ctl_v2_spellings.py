@@ -179,8 +179,6 @@ def test_member_add_with_a_v2_peer_url_prints_what_etcdctl_prints_for_peer_urls(
     new_peer = f"http://127.0.0.1:{free_port()}"
 
     done = quorumctl(v2_node.endpoint, "member", "add", "infra3", new_peer)
-    if kind == "quorum" and "code = Unimplemented" in done.stderr:
-        pytest.skip("this Quorum does not implement MemberAdd yet (the server answers UNIMPLEMENTED)")
     reference = etcdctl(v3_node.endpoint, "member", "add", "infra3", f"--peer-urls={new_peer}")
 
     assert (done.returncode, done.stderr) == (reference.returncode, reference.stderr) == (0, "")
