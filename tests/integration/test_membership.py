@@ -433,3 +433,37 @@ def test_no_acknowledged_write_lost_and_one_leader_per_term_across_membership_ch
         assert len(leaders) == 1, f"term {term} had leaders {leaders}"
     # The leader handed over before its removal: the new leader was elected by transfer, quickly.
     assert "removing the leader: transferring leadership first" in "".join(n.logs() for n in everyone)
+
+
+@pytest.mark.timeout(200)
+def test_joining_with_a_stale_initial_cluster_or_a_foreign_token_is_refused(
+    closing: list[NodeProcess],
+) -> None:
+    nodes = start_three("quorum")
+    closing.extend(nodes)
+    current = ",".join(f"{n.name}={n.peer_url}" for n in nodes)
+
+    # Not added with `member add` first: --initial-cluster lists one member more than the cluster has.
+    stray = make_node("quorum", name="m4", host=HOSTS[3], flags=TIMING)
+    closing.append(stray)
+    stray.initial_cluster = f"{current},m4={stray.peer_url}"
+    stray.start("--initial-cluster-state=existing", wait=False)
+    wait_until(lambda: not stray.running, timeout=30, what="the stray member to give up")
+    assert stray.proc is not None and stray.proc.returncode != 0
+    assert "error validating peerURLs" in stray.logs() and "member count is unequal" in stray.logs()
+
+    # Added, but started with an --initial-cluster that misses one of the running members.
+    settings = add_member(nodes, stray)
+    stale = ",".join(p for p in settings["ETCD_INITIAL_CLUSTER"].split(",") if not p.startswith("m3="))
+    stray.initial_cluster = stale
+    stray.start("--initial-cluster-state=existing", wait=False)
+    wait_until(lambda: not stray.running, timeout=30, what="the stale member to give up")
+    assert "member count is unequal" in stray.current_log()
+
+    # A "new" member of another cluster (different token) is refused by the running members.
+    foreign = make_node("quorum", name="m1", host=HOSTS[4], flags=TIMING)
+    closing.append(foreign)
+    foreign.initial_cluster = f"m1={foreign.peer_url},m2={nodes[1].peer_url}"
+    foreign.start("--initial-cluster-token=someone-else", wait=False)
+    wait_until(lambda: "request cluster ID mismatch" in nodes[1].logs(), timeout=30, what="m2 to refuse it")
+    assert ctl(nodes, "put", "still", "serving") == "OK\n"
