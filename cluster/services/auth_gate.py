@@ -13,8 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import grpc
+
 from cluster.api import errors
 from cluster.auth.tokens import TokenInfo
+from cluster.client.errors import go_status_text
 
 if TYPE_CHECKING:
     from cluster.server.node import QuorumNode
@@ -69,19 +72,35 @@ async def require_admin(node: QuorumNode, context: Any) -> None:
     node.auth.check_admin(info.username if info is not None else "")
 
 
-async def admin_or_abort(node: QuorumNode, context: Any) -> None:
+_RAW_MESSAGES = {
+    errors.USER_EMPTY: "auth: user name is empty",
+    errors.USER_NOT_FOUND: "auth: user not found",
+    errors.PERMISSION_DENIED: "auth: permission denied",
+    errors.INVALID_AUTH_TOKEN: "auth: invalid auth token",
+}
+
+
+def untranslated(exc: errors.EtcdError) -> errors.EtcdError:
+    """The auth error as etcd's Maintenance service returns it: the auth package's own error, not
+    mapped to its gRPC twin, so a plain UNKNOWN "auth: permission denied"."""
+    raw = _RAW_MESSAGES.get(type(exc))
+    return errors.EtcdError(grpc.StatusCode.UNKNOWN, raw) if raw is not None else exc
+
+
+async def admin_or_abort(node: QuorumNode, context: Any, *, maintenance: bool = False) -> None:
     """End the call with etcd's error unless auth is disabled or the caller holds the root role
     (Defragment, Snapshot, Hash, HashKV and membership changes; etcd 3.4 lets Status, MoveLeader,
-    Alarm and Compact through)."""
+    Alarm and Compact through). Maintenance calls fail with the untranslated auth error, as etcd's."""
     if node.auth.enabled:
         try:
             await require_admin(node, context)
         except errors.EtcdError as exc:
-            await exc.abort(context)
+            await (untranslated(exc) if maintenance else exc).abort(context)
 
 
 def watch_refusal(exc: errors.EtcdError) -> str:
-    """The cancel reason of a refused watch create (etcd's serverWatchStream.recvLoop)."""
-    if isinstance(exc, (errors.INVALID_AUTH_TOKEN, errors.AUTH_OLD_REVISION, errors.USER_EMPTY)):
-        return exc.message
-    return errors.PERMISSION_DENIED.message
+    """The cancel reason of a refused watch create: etcd's serverWatchStream.recvLoop puts the gRPC
+    error's Go text there ("rpc error: code = PermissionDenied desc = etcdserver: permission denied")."""
+    if not isinstance(exc, (errors.INVALID_AUTH_TOKEN, errors.AUTH_OLD_REVISION, errors.USER_EMPTY)):
+        exc = errors.PERMISSION_DENIED()
+    return go_status_text(exc.code, exc.message)

@@ -57,10 +57,15 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         node = self._node
         ir = internal_pb2.InternalRaftRequest()
         ir.alarm.CopyFrom(request)
+        if node.auth.enabled:
+            try:
+                await auth_gate.stamp(node, ir, context)
+            except errors.EtcdError as exc:  # etcd's Alarm returns the auth error untranslated
+                await auth_gate.untranslated(exc).abort(context)
         return await auth_gate.answer(node, ir, context)
 
     async def Defragment(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await auth_gate.admin_or_abort(self._node, context)
+        await auth_gate.admin_or_abort(self._node, context, maintenance=True)
         try:
             await self._node.maintenance.defragment()
         except Exception as exc:
@@ -69,7 +74,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
     async def Snapshot(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         """A consistent copy of the backend, then its SHA-256 as the last blob (what etcdctl checks)."""
-        await auth_gate.admin_or_abort(self._node, context)
+        await auth_gate.admin_or_abort(self._node, context, maintenance=True)
         path = await self._node.maintenance.snapshot_copy()
         try:
             total = path.stat().st_size
@@ -101,14 +106,14 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             path.unlink(missing_ok=True)
 
     async def Hash(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await auth_gate.admin_or_abort(self._node, context)
+        await auth_gate.admin_or_abort(self._node, context, maintenance=True)
         digest, revision = await self._node.maintenance.hash()
         resp = rpc_pb2.HashResponse(hash=digest)
         self._node.fill_header(resp.header, revision)
         return resp
 
     async def HashKV(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await auth_gate.admin_or_abort(self._node, context)
+        await auth_gate.admin_or_abort(self._node, context, maintenance=True)
         try:
             digest, revision, compact = await self._node.maintenance.hash_kv(request.revision)
         except errors.EtcdError as exc:
