@@ -4,13 +4,14 @@ One etcd and one Quorum member, both with `--auth-token jwt,...,sign-method=RS25
 etcdctl session (users and roles made, auth enabled, reads and writes as users with and without the
 permission, wrong passwords, a password change, a revoked permission, root-only maintenance, auth
 disabled again). stdout, stderr and exit status must match once endpoints, timestamps and client ids
-are normalised.
+are normalised; quorumctl on Quorum must print the same too.
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,10 +91,10 @@ def _normalise(text: str, endpoint: str) -> str:
     return re.sub(r"took = [0-9.]+[a-zµ]+", "took = <T>", text)
 
 
-def _transcript(etcdctl: str, endpoint: str) -> list[tuple[str, str, str, int]]:
+def _transcript(ctl: list[str], endpoint: str) -> list[tuple[str, str, str, int]]:
     rows = []
     for args, stdin in SESSION:
-        done = subprocess.run([etcdctl, f"--endpoints={endpoint}", *args], input=stdin.encode(),
+        done = subprocess.run([*ctl, f"--endpoints={endpoint}", *args], input=stdin.encode(),
                               capture_output=True, timeout=60, check=False)
         rows.append((" ".join(args), _normalise(done.stdout.decode(), endpoint),
                      _normalise(done.stderr.decode(), endpoint), done.returncode))
@@ -112,7 +113,13 @@ def test_etcdctl_session_with_users_roles_and_jwt_prints_the_same_on_quorum(
     public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                      serialization.PublicFormat.SubjectPublicKeyInfo))
     flag = f"--auth-token=jwt,pub-key={public},priv-key={private},sign-method=RS256"
-    transcripts = {kind: _transcript(etcdctl, node_factory(kind, flag).endpoint)
-                   for kind in ("etcd", "quorum")}
-    for want, got in zip(transcripts["etcd"], transcripts["quorum"], strict=True):
-        assert got == want
+    transcripts = {
+        "etcdctl on etcd": _transcript([etcdctl], node_factory("etcd", flag).endpoint),
+        "etcdctl on quorum": _transcript([etcdctl], node_factory("quorum", flag).endpoint),
+        "quorumctl on quorum": _transcript([sys.executable, "-m", "cluster.ctl"],
+                                           node_factory("quorum", flag).endpoint),
+    }
+    want = transcripts.pop("etcdctl on etcd")
+    for name, rows in transcripts.items():
+        for expected, got in zip(want, rows, strict=True):
+            assert got == expected, name
