@@ -148,6 +148,8 @@ class Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.peer = ""
+        self.auth: dict[str, list[bytes]] = {}
+        """grpc's auth_context() of this connection (the client certificate's CN with TLS)."""
         self._buf = bytearray()
         self._preface = False
         self._decoder = hpack.Decoder()
@@ -171,6 +173,9 @@ class Connection(asyncio.Protocol):
     # ---- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        peercert = transport.get_extra_info("peercert")
+        if transport.get_extra_info("ssl_object") is not None:
+            self.auth = _auth_context(peercert)
         peername = transport.get_extra_info("peername")
         if isinstance(peername, tuple) and len(peername) >= 2:
             family = "ipv6" if ":" in str(peername[0]) else "ipv4"
@@ -454,7 +459,7 @@ class Connection(asyncio.Protocol):
         if self.stats.track_latency:
             stream.started = self.loop.time()
         deadline = None if timeout is None else self.loop.time() + timeout
-        stream.ctx = ServicerContext(stream, tuple(metadata), self.peer, deadline)
+        stream.ctx = ServicerContext(stream, tuple(metadata), self.peer, deadline, self.auth)
         self.streams[stream_id] = stream
         if timeout is not None:
             stream.timer = self.loop.call_later(timeout, self._deadline_exceeded, stream)
@@ -741,6 +746,16 @@ class Connection(asyncio.Protocol):
         if stream.finished:
             return
         self._fail(stream, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+
+def _auth_context(peercert: Any) -> dict[str, list[bytes]]:
+    """What grpc reports for a TLS connection: its security type and the client's subject CN."""
+    auth = {"transport_security_type": [b"ssl"]}
+    for rdn in (peercert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                auth["x509_common_name"] = [str(value).encode()]
+    return auth
 
 
 def _b64decode(value: str) -> bytes:

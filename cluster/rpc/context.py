@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
 import grpc
@@ -33,10 +33,18 @@ class Abort(Exception):
 
 
 class ServicerContext:
-    __slots__ = ("_callbacks", "_deadline", "_metadata", "_peer", "_stream", "code_", "details_")
+    __slots__ = ("_auth", "_callbacks", "_deadline", "_metadata", "_peer", "_stream", "code_", "details_")
 
-    def __init__(self, stream: Stream, metadata: Metadata, peer: str, deadline: float | None) -> None:
+    def __init__(
+        self,
+        stream: Stream,
+        metadata: Metadata,
+        peer: str,
+        deadline: float | None,
+        auth: Mapping[str, list[bytes]] | None = None,
+    ) -> None:
         self._stream = stream
+        self._auth = auth or {}
         self._metadata = metadata
         self._peer = peer
         self._deadline = deadline
@@ -49,6 +57,10 @@ class ServicerContext:
 
     def peer(self) -> str:
         return self._peer
+
+    def auth_context(self) -> Mapping[str, list[bytes]]:
+        """grpc's auth context: with TLS, `x509_common_name` holds the verified client CN."""
+        return self._auth
 
     def time_remaining(self) -> float | None:
         if self._deadline is None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import socket
+import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -18,6 +20,7 @@ import grpc
 
 from cluster.rpc.connection import Connection
 from cluster.rpc.stats import CallStats
+from cluster.rpc.tls import TLSServerProtocol
 
 log = logging.getLogger("quorum.rpc")
 
@@ -45,7 +48,7 @@ class Server(grpc.aio.Server):
         self._generic: list[grpc.GenericRpcHandler] = []
         self._registered: dict[str, grpc.RpcMethodHandler] = {}
         self._cache: dict[str, grpc.RpcMethodHandler | None] = {}
-        self._sockets: list[socket.socket] = []
+        self._sockets: list[tuple[socket.socket, ssl.SSLContext | None, str]] = []
         self._servers: list[asyncio.AbstractServer] = []
         self._stopped: asyncio.Event | None = None
 
@@ -79,6 +82,11 @@ class Server(grpc.aio.Server):
 
     # ---- ports ---------------------------------------------------------------------------------
     def add_insecure_port(self, address: str) -> int:
+        return self.add_tls_port(address, None)
+
+    def add_tls_port(self, address: str, context: ssl.SSLContext | None, allowed_cn: str = "") -> int:
+        """Listen on `address`, terminating TLS with `context` (plain TCP when None); with
+        `allowed_cn`, only clients whose verified certificate has that CommonName get in."""
         host, port = _split_address(address)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -90,19 +98,23 @@ class Server(grpc.aio.Server):
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
             raise RuntimeError(f"Failed to bind to address {address}: {reason}") from None
         sock.setblocking(False)
-        self._sockets.append(sock)
+        self._sockets.append((sock, context, allowed_cn))
         return int(sock.getsockname()[1])
 
     def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
-        raise NotImplementedError("TLS is served by the grpc.aio engine")
+        raise NotImplementedError("grpc credentials are opaque: use add_tls_port with an SSLContext")
 
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        for sock in self._sockets:
+        for sock, context, allowed_cn in self._sockets:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            server = await loop.create_server(lambda: Connection(self), sock=sock, backlog=1024)
+            if context is None:
+                factory: Callable[[], asyncio.Protocol] = lambda: Connection(self)  # noqa: E731
+            else:
+                factory = functools.partial(TLSServerProtocol, context, lambda: Connection(self), allowed_cn)
+            server = await loop.create_server(factory, sock=sock, backlog=1024)
             self._servers.append(server)
 
     async def stop(self, grace: float | None = None) -> None:

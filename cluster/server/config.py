@@ -41,9 +41,10 @@ log-level, log-outputs, debug, experimental-compaction-batch-limit,
 experimental-watch-progress-notify-interval, experimental-enable-lease-checkpoint(-persist),
 experimental-warning-apply-duration, unsafe-no-fsync, force-new-cluster, and Quorum's own
 experimental-grpc-engine (quorum|grpcio: which gRPC server engine serves the client port).
-Accepted but not implemented: TLS (cert-file, key-file, client-cert-auth, trusted-ca-file, auto-tls,
-*-crl-file, *-allowed-*, peer-*, cipher-suites), discovery, discovery-srv and friends, the v2 API and
-v2 proxy (enable-v2, proxy*, experimental-enable-v2v3), cors, host-whitelist, enable-pprof,
+TLS flags (cert-file, key-file, client-cert-auth, trusted-ca-file, auto-tls, client-crl-file,
+peer-*, peer-cert-allowed-cn, cipher-suites) are implemented (cluster/tls.py); the *-allowed-hostname
+flags are accepted and ignored. Accepted but not implemented: discovery, discovery-srv and friends,
+the v2 API and v2 proxy (enable-v2, proxy*, experimental-enable-v2v3), cors, host-whitelist, enable-pprof,
 enable-grpc-gateway (the JSON gateway is always on), backend-batch-*,
 experimental-backend-bbolt-freelist-type, experimental-initial-corrupt-check,
 experimental-corrupt-check-time, log-package-levels, and etcd's long-ignored flags (-v, -vv, ...).

@@ -60,7 +60,7 @@ class CorruptionChecker:
             peer = PeerHash(member_id, urls)
             for url in urls:
                 try:
-                    peer.response = await _hash_kv(url, revision, node.request_timeout)
+                    peer.response = await _hash_kv(node, url, revision, node.request_timeout)
                     peer.error = None
                     break
                 except Exception as exc:
@@ -167,8 +167,7 @@ class CorruptionChecker:
         await self._node.propose(ir)
 
 
-async def _hash_kv(url: str, revision: int, timeout: float) -> Any:
-    target = url.split("://", 1)[-1].rstrip("/")
-    async with grpc.aio.insecure_channel(target) as channel:
+async def _hash_kv(node: QuorumNode, url: str, revision: int, timeout: float) -> Any:
+    async with await node.dialer.channel(url.rstrip("/")) as channel:
         stub = rpc_pb2_grpc.MaintenanceStub(channel)
         return await stub.HashKV(rpc_pb2.HashKVRequest(revision=revision), timeout=timeout)

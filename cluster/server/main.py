@@ -21,11 +21,12 @@ async def serve(cfg: ServerConfig) -> None:
     from cluster.server.join import JoinError
     from cluster.server.node import MemberRemoved, QuorumNode
     from cluster.services.grpc_server import build_server
+    from cluster.tls import TLSError
 
     node = QuorumNode(cfg)
     try:
         await node.start()
-    except (MemberRemoved, JoinError) as exc:
+    except (MemberRemoved, JoinError, TLSError) as exc:
         log.critical("failed to start the member", extra={"error": str(exc)})
         raise SystemExit(1) from None
     if cfg.experimental_initial_corrupt_check:
@@ -54,10 +55,13 @@ async def serve(cfg: ServerConfig) -> None:
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         for url in cfg.listen_client_urls:
             log.info("ready to serve client requests", extra={"address": url.netloc})
-            log.warning(
-                "serving client traffic insecurely; this is strongly discouraged!",
-                extra={"address": url.netloc},
-            )
+            if url.is_tls:
+                log.info("serving client traffic securely", extra={"address": url.netloc})
+            else:
+                log.warning(
+                    "serving client traffic insecurely; this is strongly discouraged!",
+                    extra={"address": url.netloc},
+                )
         await asyncio.wait({stopper, stopped}, return_when=asyncio.FIRST_COMPLETED)
     if stopper.done():
         log.info("received signal; shutting down")

@@ -25,6 +25,7 @@ from typing import Any
 
 import grpc
 
+from cluster import tls
 from cluster.api import errors
 from cluster.api.gen.etcdserverpb import rpc_pb2
 from cluster.api.gen.quorumpb import internal_pb2
@@ -104,6 +105,13 @@ class QuorumNode:
     async def start(self) -> None:
         cfg = self.cfg
         data_dir.prepare_dirs(cfg.member_dir, cfg.wal_path, cfg.snap_dir)
+        self.client_tls = tls.client_info(cfg, cfg.data_dir)
+        self.peer_tls = tls.peer_info(cfg, cfg.data_dir)
+        for url in cfg.listen_client_urls:
+            if url.is_tls and self.client_tls.empty:
+                raise tls.TLSError(f"TLS key/cert (--cert-file, --key-file) must be provided for client url "
+                                   f"{url} with HTTPS scheme")
+        self.dialer = tls.Dialer(self.client_tls)
         if not data_dir.has_wal(cfg.wal_path):
             # --force-new-cluster means nothing yet, as in etcd
             if cfg.initial_cluster_state == "existing":
@@ -190,6 +198,8 @@ class QuorumNode:
             backend=lambda: self.backend,
             snap_dir=Path(cfg.snap_dir),
             listen_urls=[str(u) for u in cfg.listen_peer_urls],
+            tls=self.peer_tls,
+            allowed_cn=cfg.peer_cert_allowed_cn,
             on_removed=self._on_removed,
         )
         await self.peers.start(opened.initial_peers)

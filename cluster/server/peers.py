@@ -21,7 +21,9 @@ from cluster.raft.types import Message
 from cluster.server.membership import Membership
 from cluster.server.raft_driver import RaftDriver
 from cluster.storage.backend import Backend
+from cluster.tls import TLSInfo
 from cluster.transport import PeerTransport, build_peer_server
+from cluster.transport.peer import SenderOptions
 
 log = logging.getLogger("quorum.peers")
 
@@ -40,6 +42,8 @@ class ClusterPeers:
         snap_dir: Path,
         listen_urls: list[str],
         on_removed: Callable[[], None],
+        tls: TLSInfo | None = None,
+        allowed_cn: str = "",
     ) -> None:
         self._member_id = member_id
         self._driver = driver
@@ -47,6 +51,8 @@ class ClusterPeers:
         self._backend = backend
         self._snap_dir = snap_dir
         self._listen_urls = listen_urls
+        self._tls = tls
+        self._allowed_cn = allowed_cn
         self.transport = PeerTransport(
             member_id,
             cluster_id,
@@ -59,6 +65,7 @@ class ClusterPeers:
             on_removed=on_removed,
             is_removed=lambda peer: peer in membership.removed,
             members=self._members,
+            options=SenderOptions(tls=tls),
         )
         self._server: grpc.aio.Server | None = None
         self._outgoing: dict[int, list[Path]] = {}
@@ -69,7 +76,9 @@ class ClusterPeers:
         for peer_id, urls in (initial or {}).items():
             self.transport.add_peer(peer_id, urls)
         self.sync_members()
-        self._server = build_peer_server(self.transport, self._listen_urls)
+        self._server = build_peer_server(
+            self.transport, self._listen_urls, tls=self._tls, allowed_cn=self._allowed_cn
+        )
         await self._server.start()
 
     def send(self, messages: list[Message]) -> None:

@@ -85,9 +85,6 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
     async def _promote_on_leader(self, member_id: int) -> Any:
         """Only the leader knows whether a learner has caught up: ask it (etcd forwards over its peer
         HTTP API; we call the leader's Cluster service on its published client URLs)."""
-        from cluster.client.client import Client
-        from cluster.client.errors import ClientError, DeadlineExceeded
-
         node = self._node
         loop = asyncio.get_running_loop()
         deadline = loop.time() + node.request_timeout
@@ -97,9 +94,19 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
             if not urls or node.leader_id == node.member_id:
                 await asyncio.sleep(node.cfg.tick_seconds)
                 continue
-            try:
-                async with Client(urls) as client:
-                    return await client.member_promote(member_id, timeout=deadline - loop.time())
-            except (errors.NOT_LEADER, errors.NO_LEADER, errors.UNHEALTHY, ClientError, DeadlineExceeded):
-                await asyncio.sleep(node.cfg.tick_seconds)  # leadership moved, or the leader is down
+            for url in urls:
+                try:
+                    async with await node.dialer.channel(url) as channel:
+                        stub = rpc_pb2_grpc.ClusterStub(channel)
+                        request = rpc_pb2.MemberPromoteRequest(ID=member_id)
+                        return await stub.MemberPromote(request, timeout=max(deadline - loop.time(), 0.001))
+                except grpc.aio.AioRpcError as exc:
+                    error = errors.from_rpc_error(exc)
+                    if error is not None and not isinstance(
+                        error, errors.NOT_LEADER | errors.NO_LEADER | errors.UNHEALTHY | errors.TIMEOUT
+                    ):
+                        raise error from None
+                except OSError:  # e.g. the leader's certificate could not be fetched
+                    pass
+            await asyncio.sleep(node.cfg.tick_seconds)  # leadership moved, or the leader is down
         raise errors.TIMEOUT()

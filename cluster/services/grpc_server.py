@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from cluster.api.gen.etcdserverpb import rpc_pb2
 from cluster.api.gen.v3electionpb import v3election_pb2
 from cluster.api.gen.v3lockpb import v3lock_pb2
+from cluster.rpc.server import Server
 from cluster.server.config import ServerConfig
 from cluster.server.node import QuorumNode
 from cluster.services.auth import AuthService
@@ -47,8 +48,6 @@ def new_server(cfg: ServerConfig) -> grpc.aio.Server:
     """The gRPC server engine: Quorum's own HTTP/2 engine (cluster.rpc) unless grpcio is asked for."""
     if cfg.experimental_grpc_engine == "grpcio":
         return grpc.aio.server(options=server_options(cfg))
-    from cluster.rpc.server import Server
-
     return Server(options=server_options(cfg))
 
 
@@ -78,9 +77,18 @@ def build_server(node: QuorumNode) -> tuple[grpc.aio.Server, health_aio.HealthSe
     ]
     reflection.enable_server_reflection(names, server)
     for url in node.cfg.listen_client_urls:
-        if url.is_tls:
-            raise RuntimeError(f"TLS client URL {url} is not supported yet")
-        server.add_insecure_port(f"{_grpc_host(url.bind_host())}:{url.port}")
+        address = f"{_grpc_host(url.bind_host())}:{url.port}"
+        if not url.is_tls:
+            server.add_insecure_port(address)
+        elif isinstance(server, Server):
+            server.add_tls_port(address, node.client_tls.server_context())
+        else:
+            root, key, chain = node.client_tls.channel_files()
+            assert key is not None and chain is not None
+            creds = grpc.ssl_server_credentials(
+                [(key, chain)], root_certificates=root, require_client_auth=node.client_tls.client_cert_auth
+            )
+            server.add_secure_port(address, creds)
     return server, health_servicer, HttpService(node, server)
 
 

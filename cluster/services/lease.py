@@ -177,14 +177,13 @@ class LeaderForwarder:
         leader = node.membership.members.get(node.leader_id) if node.leader_id else None
         if leader is None or not leader.attributes.client_urls:
             raise errors.NO_LEADER()
-        url = leader.attributes.client_urls[0]
-        return url.split("://", 1)[-1]
+        return str(leader.attributes.client_urls[0])
 
-    def _channel(self, target: str) -> grpc.aio.Channel:
-        channel = self._channels.get(target)
+    async def _channel(self, url: str) -> grpc.aio.Channel:
+        channel = self._channels.get(url)
         if channel is None:
-            channel = grpc.aio.insecure_channel(target)
-            self._channels[target] = channel
+            channel = await self._node.dialer.channel(url)
+            self._channels[url] = channel
         return channel
 
     async def renew(self, lease_id: int, timeout: float) -> int:
@@ -193,12 +192,12 @@ class LeaderForwarder:
         if stream is None or stream.closed:
             for old in self._streams.values():  # a former leader's stream is not needed any more
                 old.close()
-            stream = _ForwardStream(rpc_pb2_grpc.LeaseStub(self._channel(target)))
+            stream = _ForwardStream(rpc_pb2_grpc.LeaseStub(await self._channel(target)))
             self._streams = {target: stream}
         return await asyncio.wait_for(stream.renew(lease_id), max(timeout, 0.001))
 
     async def time_to_live(self, request: Any, timeout: float) -> Any:
-        stub = rpc_pb2_grpc.LeaseStub(self._channel(self._leader_url()))
+        stub = rpc_pb2_grpc.LeaseStub(await self._channel(self._leader_url()))
         try:
             return await stub.LeaseTimeToLive(request, timeout=max(timeout, 0.001))
         except grpc.aio.AioRpcError as exc:

@@ -167,6 +167,9 @@ class NodeProcess:
         self.peer_port = peer_port or free_port(host)
         self.flags = list(flags)
         self.env = dict(env or {})
+        self.scheme = "http"
+        """"https" serves clients over TLS (give the --cert-file/--key-file flags too)."""
+        self.peer_scheme = "http"
         self.initial_cluster = f"{name}={self.peer_url}"
         """``--initial-cluster``: this node alone unless `cluster_of` (or the caller) sets the members."""
         self.proc: subprocess.Popen[bytes] | None = None
@@ -176,7 +179,7 @@ class NodeProcess:
     # -- addresses -------------------------------------------------------------------------------
     @property
     def client_url(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
+        return f"{self.scheme}://{self.host}:{self.client_port}"
 
     @property
     def endpoint(self) -> str:
@@ -185,7 +188,7 @@ class NodeProcess:
 
     @property
     def peer_url(self) -> str:
-        return f"http://{self.host}:{self.peer_port}"
+        return f"{self.peer_scheme}://{self.host}:{self.peer_port}"
 
     def base_flags(self) -> list[str]:
         """The etcd flags every node gets; both kinds take exactly the same ones."""

@@ -31,6 +31,7 @@ import grpc.aio
 
 from cluster.api.gen.quorumpb import raft_pb2 as pb
 from cluster.raft.types import Message
+from cluster.tls import Dialer, TLSInfo
 
 from .codec import encode_batch
 from .snapshot import snapshot_frames
@@ -42,7 +43,6 @@ from .wire import (
     STREAM_METHOD,
     format_id,
     grpc_options,
-    grpc_target,
 )
 
 log = logging.getLogger("quorum.transport")
@@ -61,6 +61,8 @@ class SenderOptions:
     max_backoff: float = 1.0
     snapshot_chunk_bytes: int = SNAPSHOT_CHUNK_BYTES
     max_frame_bytes: int = 256 * 1024 * 1024
+    tls: TLSInfo | None = None
+    """Credentials for https:// peer URLs (--peer-cert-file and friends)."""
 
 
 @dataclass(slots=True)
@@ -173,12 +175,11 @@ class RemotePeer:
 
     # ---------------------------------------------------------------------------------------- streaming
 
-    def _channel(self, url: str) -> grpc.aio.Channel:
+    async def _channel(self, url: str) -> grpc.aio.Channel:
         channel = self._channels.get(url)
         if channel is None:
-            channel = grpc.aio.insecure_channel(
-                grpc_target(url), options=grpc_options(self._opts.max_frame_bytes)
-            )
+            options = grpc_options(self._opts.max_frame_bytes)
+            channel = await Dialer(self._opts.tls or TLSInfo(), options).channel(url)
             self._channels[url] = channel
         return channel
 
@@ -205,7 +206,7 @@ class RemotePeer:
             backoff = min(backoff * 2, self._opts.max_backoff)
 
     async def _stream_to(self, url: str) -> None:
-        channel = self._channel(url)
+        channel = await self._channel(url)
         await self._probe(channel, url)
         call = channel.stream_stream(STREAM_METHOD, None, None)(None, wait_for_ready=False)
         conn = _Connection(call, url)
@@ -249,7 +250,7 @@ class RemotePeer:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            await self._probe(self._channel(url), url)
+            await self._probe(await self._channel(url), url)
         except Exception:
             return None
         return loop.time() - started
@@ -364,7 +365,8 @@ class RemotePeer:
             path = Path(await produced if inspect.isawaitable(produced) else produced)
             log.info("sending database snapshot", extra={**fields, "bytes": path.stat().st_size})
             url = self._active_url or self._urls[self._next_url % len(self._urls)]
-            call = self._channel(url).stream_unary(SNAPSHOT_METHOD, None, None)(None, wait_for_ready=False)
+            channel = await self._channel(url)
+            call = channel.stream_unary(SNAPSHOT_METHOD, None, None)(None, wait_for_ready=False)
             try:
                 async for frame in snapshot_frames(
                     self._cluster_id, self._local_id, msg, path, self._opts.snapshot_chunk_bytes, sent

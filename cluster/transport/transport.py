@@ -21,6 +21,7 @@ import grpc.aio
 from cluster.api.gen.quorumpb import raft_pb2 as pb
 from cluster.raft.types import Message, MessageType
 from cluster.rpc.server import Server
+from cluster.tls import TLSError, TLSInfo
 
 from .peer import PeerCallbacks, RemotePeer, SenderOptions, SnapshotSource
 from .receiver import RaftTransportServicer
@@ -237,7 +238,12 @@ class PeerTransport:
 
 
 def build_peer_server(
-    transport: PeerTransport, listen_urls: Iterable[str], *, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    transport: PeerTransport,
+    listen_urls: Iterable[str],
+    *,
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    tls: TLSInfo | None = None,
+    allowed_cn: str = "",
 ) -> grpc.aio.Server:
     """A (not yet started) gRPC server for ``transport``'s receiving side on every URL of ``listen_urls``.
 
@@ -249,6 +255,12 @@ def build_peer_server(
         target = grpc_target(url)
         if target.startswith("localhost:"):
             target = "127.0.0.1:" + target.split(":", 1)[1]
-        if server.add_insecure_port(target) == 0:
+        context = None
+        if url.startswith(("https://", "unixs://")):
+            if tls is None or tls.empty:
+                raise TLSError(f"TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer "
+                               f"url {url} with HTTPS scheme")
+            context = tls.server_context()
+        if server.add_tls_port(target, context, allowed_cn if context is not None else "") == 0:
             raise OSError(f"cannot listen on peer URL {url}")
     return server

@@ -49,20 +49,18 @@ def grpc_options(max_frame_bytes: int) -> list[tuple[str, int]]:
 def grpc_target(url: str) -> str:
     """The gRPC target for a peer URL: ``http://10.0.0.1:2380`` → ``10.0.0.1:2380``.
 
-    ``unix://path`` maps to gRPC's ``unix:path``. TLS (https/unixs) is not supported yet and is refused
-    rather than silently downgraded.
+    ``unix://path`` maps to gRPC's ``unix:path``. TLS (https/unixs) maps the same way; the
+    channel's credentials decide TLS.
     """
     if "://" not in url:
         return url
     parts = urlsplit(url)
-    if parts.scheme == "http":
+    if parts.scheme in ("http", "https"):
         if not parts.netloc:
             raise ValueError(f"peer URL without host: {url}")
         return parts.netloc
-    if parts.scheme == "unix":
+    if parts.scheme in ("unix", "unixs"):
         return f"unix:{parts.netloc}{parts.path}"
-    if parts.scheme in ("https", "unixs"):
-        raise ValueError(f"peer TLS is not supported yet: {url}")
     raise ValueError(f"URL scheme must be http, https, unix, or unixs: {url}")
 
 
