@@ -209,6 +209,12 @@ INVALID_AUTH_TOKEN: Final = _define(
 INVALID_AUTH_MGMT: Final = _define(
     "ErrInvalidAuthMgmt", _C.INVALID_ARGUMENT, "etcdserver: invalid auth management"
 )
+NO_PASSWORD_USER: Final = _define(  # not mapped by etcd's togRPCError: a plain UNKNOWN
+    "ErrNoPasswordUser", _C.UNKNOWN, "auth: authentication failed, password was given for no password user"
+)
+VERIFY_ONLY: Final = _define(
+    "ErrVerifyOnly", _C.UNKNOWN, "auth: token signing attempted with verify-only key"
+)
 AUTH_OLD_REVISION: Final = _define(
     "ErrAuthOldRevision", _C.INVALID_ARGUMENT, "etcdserver: revision of auth store is old"
 )

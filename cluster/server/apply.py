@@ -52,6 +52,10 @@ RequestCheck = Callable[[str, Any], None]
 ResultFilter = Callable[[str, Any, Any], Any]
 """Runs after a request was applied: `(kind, request, result) -> result` (may replace the result)."""
 
+AuthCheck = Callable[[Any, Any, str, Any], None]
+"""Runs before a request while auth is enabled: `(write_txn, header, kind, request)`; raising EtcdError
+refuses it (etcd's authApplierV3)."""
+
 
 class EntryApplier:
     """Applies committed entries to the MVCC store and the member list.
@@ -76,6 +80,10 @@ class EntryApplier:
         self._handlers: dict[str, RequestHandler] = {}
         self._checks: list[RequestCheck] = []
         self._filters: list[ResultFilter] = []
+        self._auth: Any = None
+        self._auth_check: AuthCheck | None = None
+        self.entry_index = 0
+        """Raft index of the entry being applied (simple auth tokens carry it)."""
         index, term = store.consistent_index()
         self.applied_index = index
         self.applied_term = term
@@ -95,6 +103,11 @@ class EntryApplier:
     def add_result_filter(self, result_filter: ResultFilter) -> None:
         """Rewrite results after apply (the quota's NO_SPACE): see `ResultFilter`."""
         self._filters.append(result_filter)
+
+    def set_auth(self, store: Any, check: AuthCheck) -> None:
+        """Check every request with `check` while `store.enabled` (one attribute read otherwise)."""
+        self._auth = store
+        self._auth_check = check
 
     def apply(self, entries: list[Entry]) -> BatchOutcome:
         """Apply a batch in one backend write transaction (re-run whole if the map had to grow)."""
@@ -127,6 +140,7 @@ class EntryApplier:
                     continue
                 elif entry.data:
                     req = _InternalRaftRequest.FromString(entry.data)
+                    self.entry_index = entry.index
                     wtx.begin()
                     before = wtx.revision
                     result = self._dispatch(wtx, kv, req, out)
@@ -146,16 +160,21 @@ class EntryApplier:
 
     def _dispatch(self, wtx: Any, kv: KVApplier, req: Any, out: BatchOutcome) -> Any:
         kind = req.WhichOneof("request")
-        if kind is None or not (self._checks or self._filters):
+        auth = self._auth
+        gated = auth is not None and auth.enabled and kind is not None
+        if kind is None or not (self._checks or self._filters or gated):
             return self._dispatch_kind(wtx, kv, req, kind, out)
+        request = getattr(req, kind)
         try:
-            for check in self._checks:
-                check(kind, getattr(req, kind))
+            for check in self._checks:  # alarms first: etcd's capped applier wraps the auth applier
+                check(kind, request)
+            if gated and self._auth_check is not None:
+                self._auth_check(wtx, req.header, kind, request)
         except errors.EtcdError as exc:
             return exc
         result = self._dispatch_kind(wtx, kv, req, kind, out)
         for result_filter in self._filters:
-            result = result_filter(kind, getattr(req, kind), result)
+            result = result_filter(kind, request, result)
         return result
 
     def _dispatch_kind(self, wtx: Any, kv: KVApplier, req: Any, kind: str | None, out: BatchOutcome) -> Any:

@@ -36,7 +36,8 @@ initial-advertise-peer-urls, advertise-client-urls, initial-cluster, initial-clu
 initial-cluster-state, heartbeat-interval, election-timeout, initial-election-tick-advance,
 snapshot-count, max-snapshots, max-wals, quota-backend-bytes, max-request-bytes, max-txn-ops,
 grpc-keepalive-*, max-concurrent-streams, strict-reconfig-check, pre-vote, auto-compaction-mode,
-auto-compaction-retention, auth-token (simple), bcrypt-cost, auth-token-ttl, metrics, logger,
+auto-compaction-retention, auth-token (simple | jwt,pub-key=,priv-key=,sign-method=,ttl=), bcrypt-cost,
+auth-token-ttl, metrics, logger,
 log-level, log-outputs, debug, experimental-compaction-batch-limit,
 experimental-watch-progress-notify-interval, experimental-enable-lease-checkpoint(-persist),
 experimental-warning-apply-duration, unsafe-no-fsync, force-new-cluster, and Quorum's own

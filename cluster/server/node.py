@@ -29,6 +29,8 @@ from cluster import tls
 from cluster.api import errors
 from cluster.api.gen.etcdserverpb import rpc_pb2
 from cluster.api.gen.quorumpb import internal_pb2
+from cluster.auth.store import AuthStore
+from cluster.auth.tokens import SimpleTokens
 from cluster.lease.expiry import ExpiryLoop
 from cluster.lease.lessor import Lessor, min_lease_ttl
 from cluster.mvcc import KVStore
@@ -36,6 +38,8 @@ from cluster.raft import RaftConfig, RawNode
 from cluster.raft.types import ConfChange, Entry, Message, Snapshot, SoftState, StateType
 from cluster.server import data_dir, ids, join, standalone
 from cluster.server.apply import BatchOutcome, EntryApplier
+from cluster.server.auth_apply import AuthApplier
+from cluster.server.authn import Authenticator, new_token_provider
 from cluster.server.config import ServerConfig
 from cluster.server.kv_apply import KVApplier
 from cluster.server.maintenance import Maintenance
@@ -55,6 +59,9 @@ log = logging.getLogger("quorum.server")
 CLUSTER_VERSION = "3.4.0"
 SERVER_VERSION = "3.4.23"
 """The etcd version Quorum is wire-compatible with; reported where etcd reports its own version."""
+
+INTERNAL_AUTH_REVISION = 2**64 - 1
+"""Auth revision of the member's own proposals: never older than the store's."""
 
 SNAPSHOT_CATCH_UP_ENTRIES = 5000
 """Entries kept in the raft log behind a snapshot so slow followers can catch up without one."""
@@ -147,6 +154,7 @@ class QuorumNode:
         self.applier.register("lease_grant", self.lessor.apply_grant)
         self.applier.register("lease_revoke", self.lessor.apply_revoke)
         self.applier.register("lease_checkpoint", self.lessor.apply_checkpoint)
+        self._start_auth()
         self.maintenance = Maintenance(self)
         self._index_waiters.applied = self.applier.applied_index
         self._ids = RequestIdGenerator(self.member_id)
@@ -208,10 +216,23 @@ class QuorumNode:
         self._spawn(self._publish(), "publish")
         self._spawn(self._run_compactions(), "compactor")
         self._spawn(self._expire_requests(), "request-expiry")
-        self._spawn(ExpiryLoop(self.lessor, self.propose).run(), "lease-expiry")
+        self._spawn(ExpiryLoop(self.lessor, self.propose_as_root).run(), "lease-expiry")
         self.maintenance.start(self._spawn)
         if self.store.compaction_pending:
             self._request_compaction()
+
+    def _start_auth(self) -> None:
+        """The auth store, its token provider and its apply handlers (etcd's NewAuthStore)."""
+        tokens = new_token_provider(self.cfg.auth_token, float(self.cfg.auth_token_ttl))
+        on_enabled: Any = None
+        on_user: Any = None
+        if isinstance(tokens, SimpleTokens):
+            on_enabled = lambda enabled: tokens.enable() if enabled else tokens.disable()  # noqa: E731
+            on_user = tokens.invalidate_user
+        self.auth = AuthStore(self.backend, on_user_invalidated=on_user, on_enabled_changed=on_enabled)
+        """`auth.enabled` is the one attribute every request path reads while auth is disabled."""
+        self.authn = Authenticator(self.auth, tokens, self._index_waiters.wait, self._request_timeout)
+        AuthApplier(self.auth, tokens).register(self.applier)
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -427,6 +448,7 @@ class QuorumNode:
         self.membership.reload()
         self._learner = self.membership.is_learner(self.member_id)
         self.applier.reload()
+        self.auth.reload(self.backend)
         with self.backend.read() as txn:
             self.lessor.recover(txn, self.backend.bucket(b"lease"))
         self.maintenance.reload()
@@ -549,6 +571,13 @@ class QuorumNode:
         if isinstance(result, BaseException):
             raise result
         return result
+
+    async def propose_as_root(self, req: Any) -> Any:
+        """Propose a request the member makes on its own (a lease expiry's revoke) with root's rights
+        at any auth revision, as etcd's AuthStore.WithRoot; harmless while auth is disabled."""
+        req.header.username = "root"
+        req.header.auth_revision = INTERNAL_AUTH_REVISION
+        return await self.propose(req)
 
     async def configure(self, cc: ConfChange) -> list[internal_pb2.Member]:
         """Replicate and apply one membership change; return the members after it or raise why it

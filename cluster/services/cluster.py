@@ -12,6 +12,7 @@ from cluster.api import errors
 from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from cluster.api.gen.quorumpb import internal_pb2
 from cluster.server.reconfig import Reconfiguration
+from cluster.services import auth_gate
 
 if TYPE_CHECKING:
     from cluster.server.node import QuorumNode
@@ -39,6 +40,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         return self._answer(rpc_pb2.MemberListResponse(), self._node.membership.sorted_members())
 
     async def MemberAdd(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await auth_gate.admin_or_abort(self._node, context)
         try:
             added, members = await self._reconfig.add(list(request.peerURLs), request.isLearner)
         except errors.EtcdError as exc:
@@ -50,6 +52,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         return self._answer(resp, members)
 
     async def MemberRemove(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await auth_gate.admin_or_abort(self._node, context)
         try:
             members = await self._reconfig.remove(request.ID)
         except errors.EtcdError as exc:
@@ -57,6 +60,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         return self._answer(rpc_pb2.MemberRemoveResponse(), members)
 
     async def MemberUpdate(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await auth_gate.admin_or_abort(self._node, context)
         try:
             members = await self._reconfig.update(request.ID, list(request.peerURLs))
         except errors.EtcdError as exc:
@@ -64,6 +68,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         return self._answer(rpc_pb2.MemberUpdateResponse(), members)
 
     async def MemberPromote(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await auth_gate.admin_or_abort(self._node, context)
         try:
             members = await self._reconfig.promote(request.ID)
             if members is None:

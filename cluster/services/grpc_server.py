@@ -11,12 +11,13 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from cluster.api.gen.etcdserverpb import rpc_pb2
 from cluster.api.gen.v3electionpb import v3election_pb2
 from cluster.api.gen.v3lockpb import v3lock_pb2
 from cluster.rpc.server import Server
 from cluster.server.config import ServerConfig
 from cluster.server.node import QuorumNode
+from cluster.services.auth import AuthService
 from cluster.services.cluster import ClusterService
 from cluster.services.election import ElectionService
 from cluster.services.http_endpoints import HttpService
@@ -59,7 +60,7 @@ def build_server(node: QuorumNode) -> tuple[grpc.aio.Server, health_aio.HealthSe
     add_service(server, "etcdserverpb.Cluster", ClusterService(node), learner=node.is_learner)
     add_watch_service(node, server)
     add_service(server, "etcdserverpb.Lease", LeaseService(node), learner=node.is_learner)
-    rpc_pb2_grpc.add_AuthServicer_to_server(rpc_pb2_grpc.AuthServicer(), server)
+    add_service(server, "etcdserverpb.Auth", AuthService(node), learner=node.is_learner)
     add_service(server, "v3electionpb.Election", ElectionService(node), learner=node.is_learner)
     add_service(server, "v3lockpb.Lock", LockService(node), learner=node.is_learner)
     health_servicer = health_aio.HealthServicer()

@@ -15,7 +15,9 @@ from cluster.api import errors
 from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from cluster.api.gen.quorumpb import internal_pb2
 from cluster.server import kv_validate
+from cluster.server.auth_apply import check_txn
 from cluster.server.node import QuorumNode
+from cluster.services import auth_gate
 
 _Internal = internal_pb2.InternalRaftRequest
 
@@ -48,8 +50,15 @@ class KVService(rpc_pb2_grpc.KVServicer):
             kv_validate.check_range(request)
             if not request.serializable:
                 await node.read_barrier()
+            reader = None
+            if node.auth.enabled:
+                auth = node.auth
+                reader = await auth_gate.reader(node, context, lambda ai: auth.check_key(
+                    ai.username, ai.revision, request.key, request.range_end, False))
             with node.store.read() as rtx:
                 resp = node.kv.range(rtx, request)
+            if reader is not None:
+                auth_gate.still_current(node, reader)
         except errors.EtcdError as exc:
             await exc.abort(context)
         node.fill_header(resp.header)
@@ -62,7 +71,7 @@ class KVService(rpc_pb2_grpc.KVServicer):
                 await self._node.maintenance.refuse_over_quota()
             ir = _Internal()
             ir.put.CopyFrom(request)
-            resp = await self._node.propose(ir)
+            resp = await auth_gate.propose(self._node, ir, context)
         except errors.EtcdError as exc:
             await exc.abort(context)
         self._node.fill_header(resp.header)
@@ -73,7 +82,7 @@ class KVService(rpc_pb2_grpc.KVServicer):
             kv_validate.check_delete_range(request)
             ir = _Internal()
             ir.delete_range.CopyFrom(request)
-            resp = await self._node.propose(ir)
+            resp = await auth_gate.propose(self._node, ir, context)
         except errors.EtcdError as exc:
             await exc.abort(context)
         self._node.fill_header(resp.header)
@@ -86,14 +95,21 @@ class KVService(rpc_pb2_grpc.KVServicer):
             if is_txn_read_only(request):
                 if not is_txn_serializable(request):
                     await node.read_barrier()
+                reader = None
+                if node.auth.enabled:
+                    auth = node.auth
+                    reader = await auth_gate.reader(node, context, lambda ai: check_txn(
+                        auth, ai.username, ai.revision, request))
                 with node.store.read() as rtx:
                     resp = node.kv.txn(rtx, request)
+                if reader is not None:
+                    auth_gate.still_current(node, reader)
             else:
                 if node.maintenance.over_quota("txn", request):
                     await node.maintenance.refuse_over_quota()
                 ir = _Internal()
                 ir.txn.CopyFrom(request)
-                resp = await node.propose(ir)
+                resp = await auth_gate.propose(node, ir, context)
         except errors.EtcdError as exc:
             await exc.abort(context)
         node.fill_header(resp.header)
@@ -104,7 +120,7 @@ class KVService(rpc_pb2_grpc.KVServicer):
         try:
             ir = _Internal()
             ir.compaction.CopyFrom(request)
-            resp = await node.propose(ir)
+            resp = await auth_gate.propose(node, ir, context)
             if request.physical:
                 await node.wait_compaction()
         except errors.EtcdError as exc:

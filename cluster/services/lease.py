@@ -27,6 +27,7 @@ from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from cluster.api.gen.quorumpb import internal_pb2
 from cluster.lease.lessor import LeaseExpiredError, Lessor, NotPrimaryError
 from cluster.server.node import QuorumNode
+from cluster.services import auth_gate
 
 log = logging.getLogger("quorum.lease")
 
@@ -52,7 +53,7 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
             grant.CopyFrom(request)
             while grant.ID == 0:  # etcd: a positive id from the request id generator
                 grant.ID = node._ids.next() & _POSITIVE_INT64
-            resp = await node.propose(ir)
+            resp = await auth_gate.propose(node, ir, context)
         except errors.EtcdError as exc:
             await exc.abort(context)
         node.fill_header(resp.header)
@@ -63,7 +64,7 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
         try:
             ir = _Internal()
             ir.lease_revoke.CopyFrom(request)
-            resp = await node.propose(ir)
+            resp = await auth_gate.propose(node, ir, context)
         except errors.EtcdError as exc:
             await exc.abort(context)
         node.fill_header(resp.header)

@@ -20,6 +20,7 @@ from cluster.api.gen.quorumpb import internal_pb2
 from cluster.server.alarms import alarm_text
 from cluster.server.node import SERVER_VERSION, QuorumNode
 from cluster.server.quota import humanize_bytes
+from cluster.services import auth_gate
 
 log = logging.getLogger("quorum.maintenance")
 
@@ -56,14 +57,15 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         node = self._node
         ir = internal_pb2.InternalRaftRequest()
         ir.alarm.CopyFrom(request)
-        try:
-            resp = await node.propose(ir)
-        except errors.EtcdError as exc:
-            await exc.abort(context)
-        node.fill_header(resp.header)
-        return resp
+        if node.auth.enabled:
+            try:
+                await auth_gate.stamp(node, ir, context)
+            except errors.EtcdError as exc:  # etcd's Alarm returns the auth error untranslated
+                await auth_gate.untranslated(exc).abort(context)
+        return await auth_gate.answer(node, ir, context)
 
     async def Defragment(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await auth_gate.admin_or_abort(self._node, context, maintenance=True)
         try:
             await self._node.maintenance.defragment()
         except Exception as exc:
@@ -72,6 +74,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
     async def Snapshot(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         """A consistent copy of the backend, then its SHA-256 as the last blob (what etcdctl checks)."""
+        await auth_gate.admin_or_abort(self._node, context, maintenance=True)
         path = await self._node.maintenance.snapshot_copy()
         try:
             total = path.stat().st_size
@@ -103,12 +106,14 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             path.unlink(missing_ok=True)
 
     async def Hash(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await auth_gate.admin_or_abort(self._node, context, maintenance=True)
         digest, revision = await self._node.maintenance.hash()
         resp = rpc_pb2.HashResponse(hash=digest)
         self._node.fill_header(resp.header, revision)
         return resp
 
     async def HashKV(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await auth_gate.admin_or_abort(self._node, context, maintenance=True)
         try:
             digest, revision, compact = await self._node.maintenance.hash_kv(request.revision)
         except errors.EtcdError as exc:

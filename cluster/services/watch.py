@@ -22,6 +22,7 @@ import grpc
 from cluster.api import errors
 from cluster.api.gen.etcdserverpb import rpc_pb2
 from cluster.server.node import QuorumNode
+from cluster.services import auth_gate
 from cluster.services.registration import learner_gated
 from cluster.watch import WatchStream
 
@@ -56,7 +57,7 @@ class WatchService:
             await errors.NO_LEADER.abort(context)
         hub = node.watch_hub
         stream = hub.open_stream()
-        tasks = [asyncio.create_task(self._receive(requests, stream), name="watch-recv")]
+        tasks = [asyncio.create_task(self._receive(requests, stream, context), name="watch-recv")]
         lost = asyncio.Event()
         if require_leader:
             tasks.append(asyncio.create_task(self._watch_leader(stream, lost), name="watch-leader"))
@@ -89,12 +90,14 @@ class WatchService:
                 stream.close()
                 return
 
-    @staticmethod
-    async def _receive(requests: AsyncIterator[Any], stream: WatchStream) -> None:
+    async def _receive(self, requests: AsyncIterator[Any], stream: WatchStream, context: Any) -> None:
+        node = self._node
         try:
             async for req in requests:
                 kind = req.WhichOneof("request_union")
                 if kind == "create_request":
+                    if node.auth.enabled and not await self._permitted(req.create_request, stream, context):
+                        continue
                     stream.create(req.create_request)
                 elif kind == "cancel_request":
                     stream.cancel(req.cancel_request.watch_id)
@@ -105,6 +108,18 @@ class WatchService:
         except Exception as exc:  # a broken call: end the stream, as etcd's recvLoop error does
             log.debug("watch stream receive failed", extra={"error": str(exc)})
             stream.close()
+
+
+    async def _permitted(self, create: Any, stream: WatchStream, context: Any) -> bool:
+        """etcd's isWatchPermitted: read permission on the watched key or range, at create time."""
+        node = self._node
+        try:
+            await auth_gate.reader(node, context, lambda ai: node.auth.check_key(
+                ai.username, ai.revision, create.key, create.range_end, False))
+        except errors.EtcdError as exc:
+            stream.refuse(auth_gate.watch_refusal(exc))
+            return False
+        return True
 
 
 def add_watch_service(node: QuorumNode, server: grpc.aio.Server) -> None:

@@ -100,8 +100,7 @@ class WatchStream:
         elif wid in self.watchers:
             error = ERR_DUPLICATE_ID
         if error:
-            self.push(control_response(hub.head(now), INVALID_WATCH_ID, created=True, canceled=True,
-                                       cancel_reason=error))
+            self.refuse(error)
             return INVALID_WATCH_ID
         filters = set(req.filters)
         w = Watcher(
@@ -115,6 +114,12 @@ class WatchStream:
         if w.progress_notify and self._ticker is None:
             self._schedule_progress()
         return wid
+
+    def refuse(self, reason: str) -> None:
+        """Answer a create request that is not served: created and canceled at once, id -1."""
+        hub = self._hub
+        self.push(control_response(hub.head(hub.revision), INVALID_WATCH_ID, created=True, canceled=True,
+                                   cancel_reason=reason))
 
     def cancel(self, watch_id: int) -> None:
         """Cancel a watcher of this stream; unknown ids are ignored, as etcd does."""
