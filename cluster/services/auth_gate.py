@@ -26,7 +26,20 @@ ANONYMOUS = TokenInfo("", 0)
 
 
 async def caller(node: QuorumNode, context: Any) -> TokenInfo | None:
-    return await node.authn.caller(context.invocation_metadata())
+    """The token's user, else (etcd's AuthInfoFromTLS) the CommonName of a verified client certificate
+    — present only with --client-cert-auth on a TLS port."""
+    info = await node.authn.caller(context.invocation_metadata())
+    if info is None and node.cfg.client_cert_auth:
+        names = _auth_context(context).get("x509_common_name")
+        if names:
+            name = names[0]
+            return TokenInfo(name.decode() if isinstance(name, bytes) else str(name), node.auth.revision)
+    return info
+
+
+def _auth_context(context: Any) -> Any:
+    get = getattr(context, "auth_context", None)
+    return get() if get is not None else {}
 
 
 async def stamp(node: QuorumNode, request: Any, context: Any) -> None:

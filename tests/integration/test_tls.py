@@ -259,3 +259,41 @@ def test_auto_tls_for_clients_and_peers(closing: list[NodeProcess], tmp_path: Pa
     )
     assert unverified.returncode != 0
     wait_for_log(nodes[0], "rejected connection")
+
+
+@pytest.mark.etcd
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", kinds())
+def test_with_client_cert_auth_the_certificate_cn_is_the_user(
+    kind: str, pki: dict[str, object], closing: list[NodeProcess]
+) -> None:
+    ca = str(pki["ca"])
+    node = tls_node(kind, pki, "--client-cert-auth", f"--trusted-ca-file={ca}")
+    closing.append(node)
+    node.start()
+    root, alice = pki["root"], pki["alice"]
+    assert isinstance(root, CertFiles) and isinstance(alice, CertFiles)
+    as_root = (f"--cacert={ca}", f"--cert={root.cert}", f"--key={root.key}")
+    as_alice = (f"--cacert={ca}", f"--cert={alice.cert}", f"--key={alice.key}")
+    for cmd in (
+        ("user", "add", "root:rootpw"),
+        ("user", "grant-role", "root", "root"),
+        ("user", "add", "alice:alicepw"),
+        ("role", "add", "reader"),
+        ("role", "grant-permission", "reader", "read", "pub/", "--prefix"),
+        ("user", "grant-role", "alice", "reader"),
+        ("put", "pub/x", "1"),
+        ("put", "secret", "2"),
+        ("auth", "enable"),
+    ):
+        done = ctl(node, *as_root, *cmd)
+        assert done.returncode == 0, (cmd, done.stderr)
+    # No --user: the certificate's CN names the caller.
+    assert ctl(node, *as_root, "get", "secret", "--print-value-only").stdout == "2\n"
+    assert ctl(node, *as_alice, "get", "pub/x", "--print-value-only").stdout == "1\n"
+    denied = ctl(node, *as_alice, "get", "secret")
+    assert denied.returncode != 0 and "etcdserver: permission denied" in denied.stderr
+    denied = ctl(node, *as_alice, "put", "pub/x", "3")
+    assert denied.returncode != 0 and "etcdserver: permission denied" in denied.stderr
+    # A token still wins over the certificate (alice's cert, root's password).
+    assert ctl(node, *as_alice, "--user=root:rootpw", "get", "secret", "--print-value-only").stdout == "2\n"
