@@ -72,7 +72,8 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         try:
             members = await self._reconfig.promote(request.ID)
             if members is None:
-                return await self._promote_on_leader(request.ID)
+                token = tuple((k, v) for k, v in context.invocation_metadata() or () if k == "token")
+                return await self._promote_on_leader(request.ID, token)
         except errors.EtcdError as exc:
             await exc.abort(context)
         return self._answer(rpc_pb2.MemberPromoteResponse(), members)
@@ -82,7 +83,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         self._node.fill_header(resp.header)
         return resp
 
-    async def _promote_on_leader(self, member_id: int) -> Any:
+    async def _promote_on_leader(self, member_id: int, token: tuple[tuple[str, Any], ...]) -> Any:
         """Only the leader knows whether a learner has caught up: ask it (etcd forwards over its peer
         HTTP API; we call the leader's Cluster service on its published client URLs)."""
         node = self._node
@@ -99,7 +100,9 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
                     async with await node.dialer.channel(url) as channel:
                         stub = rpc_pb2_grpc.ClusterStub(channel)
                         request = rpc_pb2.MemberPromoteRequest(ID=member_id)
-                        return await stub.MemberPromote(request, timeout=max(deadline - loop.time(), 0.001))
+                        return await stub.MemberPromote(
+                            request, timeout=max(deadline - loop.time(), 0.001), metadata=token or None
+                        )
                 except grpc.aio.AioRpcError as exc:
                     error = errors.from_rpc_error(exc)
                     if error is not None and not isinstance(
