@@ -13,6 +13,7 @@ UNKNOWN and etcd's message; :func:`as_unknown` does the same.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import AsyncGenerator, Awaitable, Coroutine
 from typing import Any, Final
 
@@ -22,7 +23,9 @@ from cluster.api import errors
 from cluster.api.gen.etcdserverpb import rpc_pb2
 from cluster.api.gen.mvccpb import kv_pb2
 from cluster.api.gen.quorumpb import internal_pb2
+from cluster.auth.tokens import TokenInfo
 from cluster.server.node import QuorumNode
+from cluster.services import auth_gate
 
 SESSION_TTL: Final = 60
 """TTL of the lease etcd's servers grant when a request names no lease (concurrency's default)."""
@@ -78,6 +81,25 @@ def create_revision_is(key: bytes, revision: int) -> rpc_pb2.Compare:
     return _Compare(key=key, target=_Compare.CREATE, result=_Compare.EQUAL, create_revision=revision)
 
 
+CALLER: contextvars.ContextVar[TokenInfo | None] = contextvars.ContextVar("recipe_caller", default=None)
+"""Who an Election or Lock call acts for (set per call; tasks it spawns inherit it)."""
+
+
+async def act_as_caller(node: QuorumNode, context: Any) -> None:
+    """With auth enabled, the recipes' reads and writes carry the caller's identity: etcd runs them
+    through an in-process client that forwards the call's token."""
+    if node.auth.enabled:
+        CALLER.set(await auth_gate.caller(node, context) or auth_gate.ANONYMOUS)
+
+
+def _stamp(ir: internal_pb2.InternalRaftRequest) -> internal_pb2.InternalRaftRequest:
+    info = CALLER.get()
+    if info is not None:
+        ir.header.username = info.username
+        ir.header.auth_revision = info.revision
+    return ir
+
+
 class MemberKV:
     """The KV, Lease and Watch calls the recipes make, served by the local member."""
 
@@ -88,7 +110,7 @@ class MemberKV:
     async def txn(self, request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
         ir = internal_pb2.InternalRaftRequest()
         ir.txn.CopyFrom(request)
-        resp: rpc_pb2.TxnResponse = await self.node.propose(ir)
+        resp: rpc_pb2.TxnResponse = await self.node.propose(_stamp(ir))
         self.node.fill_header(resp.header)
         return resp
 
@@ -110,6 +132,9 @@ class MemberKV:
         """A linearizable Range, as clientv3's Get."""
         node = self.node
         await node.read_barrier()
+        info = CALLER.get()
+        if info is not None:
+            node.auth.check_key(info.username, info.revision, request.key, request.range_end, False)
         with node.store.read() as rtx:
             resp: rpc_pb2.RangeResponse = node.kv.range(rtx, request)
         node.fill_header(resp.header)
@@ -120,7 +145,7 @@ class MemberKV:
             raise errors.EMPTY_KEY()
         ir = internal_pb2.InternalRaftRequest()
         ir.delete_range.key = key
-        resp: rpc_pb2.DeleteRangeResponse = await self.node.propose(ir)
+        resp: rpc_pb2.DeleteRangeResponse = await self.node.propose(_stamp(ir))
         self.node.fill_header(resp.header)
         return resp
 
@@ -134,7 +159,7 @@ class MemberKV:
         grant.TTL = SESSION_TTL
         while grant.ID == 0:  # a positive id from the request id generator, as LeaseGrant chooses
             grant.ID = node._ids.next() & POSITIVE_INT64
-        resp = await node.propose(ir)
+        resp = await node.propose(_stamp(ir))
         return int(resp.ID)
 
     async def session_key(self, name: bytes, lease: int) -> tuple[int, bytes, bytes]:

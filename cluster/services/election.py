@@ -27,6 +27,7 @@ from cluster.api.gen.v3electionpb import v3election_pb2 as pb
 from cluster.server.node import QuorumNode
 from cluster.services.concurrency import (
     MemberKV,
+    act_as_caller,
     as_unknown,
     create_revision_is,
     first_created,
@@ -40,11 +41,13 @@ _PUT = kv_pb2.Event.PUT
 
 class ElectionService:
     def __init__(self, node: QuorumNode) -> None:
+        self._node = node
         self._kv = MemberKV(node)
 
     async def Campaign(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         kv = self._kv
         try:
+            await act_as_caller(self._node, context)
             lease, prefix, key = await kv.session_key(request.name, request.lease)
             resp, rev = await kv.create_once(key, request.value, lease)
             if not resp.succeeded:  # this lease already campaigns: resume, with the new value
@@ -67,6 +70,7 @@ class ElectionService:
 
     async def Proclaim(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            await act_as_caller(self._node, context)
             if not request.HasField("leader"):
                 raise errors.MISSING_LEADER_KEY()
             leader = request.leader
@@ -87,6 +91,7 @@ class ElectionService:
 
     async def Resign(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            await act_as_caller(self._node, context)
             if not request.HasField("leader"):
                 raise errors.MISSING_LEADER_KEY()
             leader = request.leader
@@ -105,6 +110,7 @@ class ElectionService:
 
     async def Leader(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            await act_as_caller(self._node, context)
             resp = await self._kv.get(first_created(request.name + b"/"))
             if not resp.kvs:
                 raise errors.ELECTION_NO_LEADER()
@@ -118,6 +124,7 @@ class ElectionService:
         kv = self._kv
         prefix = request.name + b"/"
         try:
+            await act_as_caller(self._node, context)
             while True:
                 resp = await kv.get(first_created(prefix))
                 if resp.kvs:

@@ -17,18 +17,20 @@ from cluster.api import errors
 from cluster.api.gen.etcdserverpb import rpc_pb2
 from cluster.api.gen.v3lockpb import v3lock_pb2 as pb
 from cluster.server.node import QuorumNode
-from cluster.services.concurrency import MemberKV, as_unknown, first_created
+from cluster.services.concurrency import MemberKV, act_as_caller, as_unknown, first_created
 
 _Op = rpc_pb2.RequestOp
 
 
 class LockService:
     def __init__(self, node: QuorumNode) -> None:
+        self._node = node
         self._kv = MemberKV(node)
 
     async def Lock(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         kv = self._kv
         try:
+            await act_as_caller(self._node, context)
             lease, prefix, key = await kv.session_key(request.name, request.lease)
             resp, rev = await kv.create_once(key, b"", lease, _Op(request_range=first_created(prefix)))
             header = resp.header
@@ -45,6 +47,7 @@ class LockService:
 
     async def Unlock(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            await act_as_caller(self._node, context)
             resp = await self._kv.delete(request.key)
         except errors.EtcdError as exc:
             await as_unknown(exc).abort(context)
