@@ -71,13 +71,17 @@ class Workload:
     """One writer whose latency depends on the member it talks to: --target-leader when N > 1."""
     measures: str = ""
     """What ops and latency count when they are not plain request round trips."""
+    auth: bool = False
+    """Enable auth (root user) before the run; ebench authenticates as root and sends its token."""
 
     def command(self, ebench: str, endpoints: str, scale: float, target_leader: bool = False) -> list[str]:
         count = max(self.minimum, int(self.total * scale))
         leader = ["--target-leader"] if target_leader else []
+        user = ["--user", AUTH_USER] if self.auth else []
         return [
             ebench,
             *shlex.split(self.args),
+            *user,
             "--endpoints",
             endpoints,
             *leader,
@@ -93,6 +97,13 @@ WORKLOADS: dict[str, Workload] = {
             "put-64c",
             "put --conns 8 --clients 64 --val-size 256 --sequential-keys --key-space-size 100000",
             50_000,
+        ),
+        Workload(
+            "put-64c-auth",
+            "put --conns 8 --clients 64 --val-size 256 --sequential-keys --key-space-size 100000",
+            50_000,
+            auth=True,
+            measures="put-64c with auth enabled: every request carries root's simple token",
         ),
         Workload(
             "put-1c",
@@ -326,6 +337,19 @@ def start_cluster(kind: str, settings: Settings, attempts: int = 3) -> FreshClus
     raise AssertionError("unreachable")
 
 
+AUTH_USER = "root:rootpw"
+
+
+def enable_auth(endpoint: str) -> None:
+    """A root user with the root role, then auth enable (the etcdctl commands an operator runs)."""
+    from cluster.testing.procs import etcdctl
+
+    for args in (("user", "add", AUTH_USER), ("user", "grant-role", "root", "root"), ("auth", "enable")):
+        done = etcdctl(endpoint, *args, timeout=30)
+        if done.returncode != 0:
+            raise RuntimeError(f"etcdctl {' '.join(args)} failed: {done.stderr}")
+
+
 def run_ebench(cmd: Sequence[str]) -> dict[str, Any]:
     """Run one ebench command line; its JSON result."""
     done = subprocess.run(list(cmd), capture_output=True, text=True, timeout=900, check=False)
@@ -358,6 +382,8 @@ def run_one(settings: Settings, workload: Workload, subject: str, round_no: int)
         if workload.preload_range_key:
             with RawKV(cluster.nodes[0].endpoint) as kv:
                 kv.put(b"foo", b"v" * 256)
+        if workload.auth:
+            enable_auth(cluster.nodes[0].endpoint)
         cmd = settings.command(workload, cluster.endpoints)
         leader, term_before = cluster.leader()
         cpu_before = cluster.cpu_seconds()
