@@ -39,6 +39,10 @@ async def serve(cfg: ServerConfig) -> None:
             await node.stop()
             raise SystemExit(1) from None
     server, health_servicer, http = build_server(node)
+    from grpc_health.v1 import health_pb2
+
+    # gRPC's health servicer starts out SERVING; the member is not until it has published itself.
+    await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
     await http.start()
     stop = asyncio.Event()
@@ -50,8 +54,6 @@ async def serve(cfg: ServerConfig) -> None:
     stopped = asyncio.create_task(node.wait_stopped())  # e.g. removed from the cluster: exit, as etcd
     await asyncio.wait({waiter, stopper, stopped}, return_when=asyncio.FIRST_COMPLETED)
     if waiter.done():
-        from grpc_health.v1 import health_pb2
-
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         for url in cfg.listen_client_urls:
             log.info("ready to serve client requests", extra={"address": url.netloc})

@@ -6,8 +6,9 @@ cuts, isolation and ignored message types. It is meant for unit tests that asser
 
 `Simulation` is the randomized simulator: N members driven through RawNode exactly as the node's
 driver does (persist, send, apply, advance), a seeded network that delays, drops, duplicates and
-reorders messages, partitions, crashes and restarts from what was persisted, membership changes,
-leadership transfers and ReadIndex reads, with Raft's safety properties checked after every step
+reorders messages, partitions, crashes and restarts from what was persisted, membership changes
+(learners, additions, promotions, removals, and changes the application refuses), leadership
+transfers and ReadIndex reads, with Raft's safety properties checked after every step
 and liveness checked after healing. Run `python -m cluster.testing.raftsim --seeds 200`; a failure
 prints the one-line command that replays it.
 """
@@ -21,6 +22,7 @@ import heapq
 import random
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -268,6 +270,8 @@ class SimConfig:
     propose: float = 0.5
     read: float = 0.2
     conf_change: float = 0.02
+    refuse_conf_change: float = 0.0
+    """Chance that the leader's application refuses a membership change (RaftConfig.check_conf_change)."""
     transfer: float = 0.01
     snapshot_every: int = 20
     heal_ticks: int = 200
@@ -294,6 +298,7 @@ class SimConfig:
             conf_change=rng.choice((0.0, 0.01, 0.03)),
             transfer=rng.choice((0.0, 0.01)),
             snapshot_every=rng.choice((5, 20, 1000)),
+            refuse_conf_change=rng.choice((0.0, 0.0, 0.25)),  # drawn last: earlier draws stay as they were
         )
         if ticks is not None:
             cfg.ticks = ticks
@@ -357,6 +362,7 @@ class SimNode:
                 max_committed_size_per_ready=cfg.max_committed_size_per_ready,
                 max_uncommitted_entries_size=cfg.max_uncommitted_size,
                 rand=random.Random(self.sim.rng.random()),
+                check_conf_change=self.sim.check_conf_change if cfg.refuse_conf_change else None,
             )
         )
 
@@ -393,6 +399,11 @@ class Simulation:
         self.reads_served = 0
         self.proposals = 0
         self.read_seq = 0
+        # Refusals draw from their own generator, so a seed without them replays as it always has.
+        self.refusals = random.Random(cfg.seed * 7919 + 2)
+        self.conf_changes: Counter[str] = Counter()
+        """Membership changes committed, by kind (learner, add, promote, remove, refused), each once."""
+        self.conf_change_indexes: set[int] = set()
         peers = [(i, b"") for i in range(1, cfg.nodes + 1)]
         for i in range(1, cfg.nodes + 1):
             storage = MemoryStorage()
@@ -499,14 +510,38 @@ class Simulation:
         if e.type == EntryType.CONF_CHANGE:
             assert node.raw is not None
             cc = decode_conf_change(e.data)
+            before = node.raw.raft.prs.conf_state()
+            self.count_conf_change(e.index, cc, before)
             node.conf_state = node.raw.apply_conf_change(cc)
             self.trace(f"n{node.id} applied {cc.type.name} {cc.node_id} -> {node.conf_state}")
-            if cc.type in (ConfChangeType.ADD_NODE, ConfChangeType.ADD_LEARNER_NODE):
+            if cc.node_id == NONE:
+                if node.conf_state != before:
+                    self.fail(f"node {node.id}: a refused change altered {before} to {node.conf_state}")
+            elif cc.type in (ConfChangeType.ADD_NODE, ConfChangeType.ADD_LEARNER_NODE):
                 self.ensure_started(cc.node_id)
             elif cc.type == ConfChangeType.REMOVE_NODE and cc.node_id == node.id:
                 node.removed = True
                 node.crash()
                 self.trace(f"n{node.id} removed: stopped")
+
+    def count_conf_change(self, index: int, cc: ConfChange, before: ConfState) -> None:
+        if index <= self.cfg.nodes or index in self.conf_change_indexes:
+            return  # the bootstrap entries, or counted when another member applied it
+        self.conf_change_indexes.add(index)
+        if cc.node_id == NONE:
+            kind = "refused"
+        elif cc.type == ConfChangeType.ADD_NODE:
+            kind = "promote" if cc.node_id in before.learners else "add"
+        else:
+            kind = "learner" if cc.type == ConfChangeType.ADD_LEARNER_NODE else "remove"
+        self.conf_changes[kind] += 1
+
+    def check_conf_change(self, cc: ConfChange) -> str | None:
+        """The application's say on a change the leader is about to append: now and then, no."""
+        if self.refusals.random() < self.cfg.refuse_conf_change:
+            self.trace(f"refuse {cc.type.name} {cc.node_id}")
+            return "refused by the simulated application"
+        return None
 
     def ensure_started(self, node_id: int) -> None:
         if node_id in self.nodes:
@@ -853,8 +888,10 @@ class Simulation:
 
     def summary(self) -> str:
         leaders = len(self.leader_of_term)
+        changes = ", ".join(f"{n} {kind}" for kind, n in sorted(self.conf_changes.items())) or "none"
         return (f"seed {self.cfg.seed}: {len(self.nodes)} members, {leaders} leaders/terms, "
-                f"{len(self.committed)} committed, {self.reads_served} reads, {self.proposals} proposed")
+                f"{len(self.committed)} committed, {self.reads_served} reads, {self.proposals} proposed, "
+                f"membership changes committed: {changes}")
 
 
 def run_seed(

@@ -4,22 +4,33 @@ One command per line; `#` starts a comment. Messages are delivered synchronously
 is quiet after every command (cluster.testing.raftsim.Network). Commands:
 
     cluster N [pre_vote=1] [check_quorum=1] [max_inflight_msgs=K] ...   start N members
+    start ID                                      a new member, empty log, joins the network
+    stop ID                                       the member stops for good (a black hole from now)
     campaign ID | propose ID [DATA...] | read ID CTX | transfer TO [via=ID]
     tick ID [N] | tick-all [N]                    tick and deliver what it caused
     isolate ID | cut A B | drop FROM TO | ignore MSGTYPE | recover
-    conf ID add|remove|learner NODE               propose a membership change through ID
+    conf ID add|remove|learner|promote NODE       propose a membership change through ID
+    refuse-conf ID REASON | accept-conf ID        ID's application refuses (accepts) every change
     apply                                         every member applies its committed entries
     compact ID                                    snapshot at applied and compact the log
-    expect ID key=value...                        state, term, lead, vote, commit, last, applied
+    expect ID key=value...                        state, term, lead, vote, commit, last, applied,
+                                                  voters, learners (ids joined by commas)
+    expect-confs ID [TYPE:NODE[:REASON]...]       the membership changes ID applied, in order
     expect-read ID INDEX CTX                      next ReadState of ID
     expect-no-read ID
     expect-logs-equal [ID...]                     logs of the members are identical
     expect-dropped ID DATA                        proposing on ID raises ProposalDropped
 A failing line is reported as file:line.
+
+A new member (`start`) begins from the configuration the cluster started with, as the first members
+do (their logs start empty, after that configuration), and learns every later change from the log.
+A promotion is an ADD_NODE of a learner (single-step changes, as etcd 3.4). A refused change is what
+RaftConfig.check_conf_change makes of it: a change of node 0 whose context is the reason.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +47,17 @@ from cluster.raft.types import (
     MessageType,
     StateType,
 )
-from cluster.testing.raftsim import Network, compact_log, next_ents, read_messages
+from cluster.testing.raftsim import Network, compact_log, new_test_raft, next_ents, read_messages
 
 SCENARIOS = sorted((Path(__file__).parent / "scenarios").glob("*.txt"))
 CONF_TYPES = {
     "add": ConfChangeType.ADD_NODE,
+    "promote": ConfChangeType.ADD_NODE,
     "remove": ConfChangeType.REMOVE_NODE,
     "learner": ConfChangeType.ADD_LEARNER_NODE,
 }
+CONF_NAMES = {ConfChangeType.ADD_NODE: "add", ConfChangeType.REMOVE_NODE: "remove",
+              ConfChangeType.ADD_LEARNER_NODE: "learner"}  # fmt: skip
 
 
 def _value(text: str) -> object:
@@ -55,9 +69,16 @@ def _value(text: str) -> object:
         return text
 
 
+def _ids(ids: Iterable[int]) -> str:
+    return ",".join(str(i) for i in sorted(ids))
+
+
 class ScenarioRunner:
     def __init__(self) -> None:
         self.nt: Network | None = None
+        self.config: dict[str, Any] = {}
+        self.initial_voters: tuple[int, ...] = ()
+        self.applied_confs: dict[int, list[str]] = {}
 
     @property
     def net(self) -> Network:
@@ -80,8 +101,17 @@ class ScenarioRunner:
     # ---- commands --------------------------------------------------------------------------
 
     def do_cluster(self, n: str, *opts: str) -> None:
-        config: dict[str, Any] = {k: _value(v) for k, v in (o.split("=", 1) for o in opts)}
-        self.nt = Network.of_size(int(n), **config)
+        self.config = {k: _value(v) for k, v in (o.split("=", 1) for o in opts)}
+        self.nt = Network.of_size(int(n), **self.config)
+        self.initial_voters = tuple(self.net.peers)
+
+    def do_start(self, node_id: str) -> None:
+        i = int(node_id)
+        assert i not in self.net.peers, f"node {i} exists"
+        self.net.peers[i] = new_test_raft(i, self.initial_voters, **self.config)
+
+    def do_stop(self, node_id: str) -> None:
+        self.net.peers[int(node_id)] = None
 
     def do_campaign(self, node_id: str) -> None:
         self.net.campaign(int(node_id))
@@ -130,13 +160,24 @@ class ScenarioRunner:
         i = int(node_id)
         self.net.send(Message(type=MessageType.PROP, from_=i, to=i, entries=(e,)))
 
+    def do_refuse_conf(self, node_id: str, reason: str) -> None:
+        self.r(node_id).check_conf_change = lambda cc: reason
+
+    def do_accept_conf(self, node_id: str) -> None:
+        self.r(node_id).check_conf_change = None
+
     def do_apply(self) -> None:
-        for p in self.net.peers.values():
+        for i, p in self.net.peers.items():
             if p is None:
                 continue
             for e in next_ents(p):
                 if e.type == EntryType.CONF_CHANGE:
-                    p.apply_conf_change(decode_conf_change(e.data))
+                    cc = decode_conf_change(e.data)
+                    p.apply_conf_change(cc)
+                    done = f"{CONF_NAMES[cc.type]}:{cc.node_id}"
+                    self.applied_confs.setdefault(i, []).append(
+                        f"{done}:{cc.context.decode()}" if cc.context else done
+                    )
             self.net.send(*self.net.filter(read_messages(p)))
 
     def do_compact(self, node_id: str) -> None:
@@ -152,11 +193,17 @@ class ScenarioRunner:
             "commit": r.log.committed,
             "last": r.log.last_index(),
             "applied": r.log.applied,
+            "voters": _ids(r.prs.voters),
+            "learners": _ids(r.prs.learners),
         }
         for pair in pairs:
             key, want = pair.split("=", 1)
             got = actual[key]
             assert str(got) == want, f"node {node_id}: {key} is {got}, want {want}"
+
+    def do_expect_confs(self, node_id: str, *changes: str) -> None:
+        applied = self.applied_confs.get(int(node_id), [])
+        assert applied == list(changes), f"node {node_id} applied {applied}"
 
     def do_expect_read(self, node_id: str, index: str, ctx: str) -> None:
         r = self.r(node_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
@@ -78,6 +79,28 @@ REGRESSION_SEEDS = [
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS)
 def test_regression_seed(seed):
     Simulation(SimConfig.from_seed(seed, ticks=300)).run()
+
+
+def test_membership_changes_of_every_kind_commit_under_faults():
+    """The generator really drives learners, additions, promotions, removals and refusals through
+    Raft while messages are dropped, members crash and the network partitions; invariants hold."""
+    total: Counter[str] = Counter()
+    for seed in range(6):
+        cfg = SimConfig(seed=seed, ticks=300, nodes=3, drop=0.05, crash=0.002, partition=0.01,
+                        conf_change=0.1, refuse_conf_change=0.2)  # fmt: skip
+        sim = Simulation(cfg)
+        sim.run()
+        total.update(sim.conf_changes)
+    assert set(total) == {"learner", "add", "promote", "remove", "refused"}, total
+
+
+def test_a_refused_membership_change_is_a_no_op_on_every_member():
+    sim = Simulation(SimConfig(seed=3, ticks=300, nodes=3, conf_change=0.1, refuse_conf_change=1.0))
+    sim.run()
+    assert sim.conf_changes["refused"] > 0
+    assert set(sim.conf_changes) == {"refused"}
+    assert all(n.conf_state.voters == (1, 2, 3) and not n.conf_state.learners for n in sim.nodes.values())
+    assert len(sim.nodes) == 3
 
 
 @pytest.mark.parametrize("nodes", [1, 3, 5])
