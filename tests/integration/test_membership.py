@@ -83,7 +83,7 @@ def reconfigure(nodes: list[NodeProcess], *args: str) -> str:
 def add_member(nodes: list[NodeProcess], node: NodeProcess, *flags: str) -> dict[str, str]:
     """`member add` through etcdctl; returns the ETCD_* settings it prints for the new member."""
     out = reconfigure(nodes, "member", "add", node.name, f"--peer-urls={node.peer_url}", *flags)
-    assert re.match(r"Member [0-9a-f]{16} added to cluster [0-9a-f]{16}\n\n", out), out
+    assert re.match(r"Member [ 0-9a-f]{16} added to cluster [ 0-9a-f]{16}\n\n", out), out
     settings = dict(re.findall(r'^(ETCD_\w+)="(.*)"$', out, re.M))
     assert settings["ETCD_NAME"] == node.name
     assert settings["ETCD_INITIAL_CLUSTER_STATE"] == "existing"
@@ -150,7 +150,7 @@ def test_scale_out_to_four_then_replace_a_member(kind: str, closing: list[NodePr
     gone = nodes[1]
     gone_id = next(r[0] for r in member_lines(nodes) if r[2] == gone.name)
     out = reconfigure(nodes, "member", "remove", gone_id)
-    assert re.fullmatch(rf"Member {gone_id} removed from cluster [0-9a-f]{{16}}\n", out), out
+    assert re.fullmatch(rf"Member {gone_id:>16} removed from cluster [ 0-9a-f]{{16}}\n", out), out
     wait_until(lambda: not gone.running, timeout=20, what="the removed member to stop itself")
     nodes.remove(gone)
     assert sorted(r[2] for r in member_lines(nodes)) == ["m1", "m3", "m4"]
@@ -233,7 +233,7 @@ def test_membership_errors_are_etcds(closing: list[NodeProcess]) -> None:
     # Updating peer URLs goes through Raft and shows in the list.
     m3 = next(r[0] for r in member_lines(nodes) if r[2] == "m3")
     out = ctl(nodes, "member", "update", m3, f"--peer-urls={nodes[2].peer_url}")
-    assert re.fullmatch(rf"Member {m3} updated in cluster [0-9a-f]{{16}}\n", out), out
+    assert re.fullmatch(rf"Member {m3:>16} updated in cluster [ 0-9a-f]{{16}}\n", out), out
 
 
 @pytest.mark.timeout(120)
@@ -290,7 +290,7 @@ def test_learner_catches_up_serves_only_serializable_reads_and_is_promoted(
     # Promotion goes to the leader (forwarded from a follower) and succeeds once caught up.
     def promoted() -> bool:
         out = etcdctl(nodes[1].endpoint, "member", "promote", learner_id, timeout=30)
-        return out.returncode == 0 and f"Member {learner_id} promoted in cluster" in out.stdout
+        return out.returncode == 0 and f"Member {learner_id:>16} promoted in cluster" in out.stdout
 
     wait_until(promoted, timeout=60, what="promotion")
     row = next(r for r in member_lines(nodes) if r[0] == learner_id)
