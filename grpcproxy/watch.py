@@ -114,8 +114,12 @@ class ClientStream:
             return
         revision = header.revision
         for w in self.watchers.values():
-            if w.group is not None and w.group.created:
-                revision = min(revision, max(w.group.rev, w.threshold))
+            group = w.group
+            if group is None or not group.created:
+                continue
+            if group.live:  # the cluster has sent every upstream watch of the call all events <= it
+                group.rev = max(group.rev, header.revision)
+            revision = min(revision, max(group.rev, w.threshold))
         self.send(control_response(self._head(revision), INVALID_WATCH_ID))
 
     def close(self) -> None:
