@@ -33,7 +33,8 @@ def test_namespace_rewrites_txn_compares_and_nested_ops() -> None:
         compare=[rpc_pb2.Compare(key=b"c")],
         success=[rpc_pb2.RequestOp(request_txn=rpc_pb2.TxnRequest(success=[
             rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=b"p"))]))],
-        failure=[rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=b"d", range_end=b"\x00"))],
+        failure=[rpc_pb2.RequestOp(
+            request_delete_range=rpc_pb2.DeleteRangeRequest(key=b"d", range_end=b"\x00"))],
     )  # fmt: skip
     ns.txn_request(req)
     assert req.compare[0].key == b"t/c"
