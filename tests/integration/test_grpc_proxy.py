@@ -15,6 +15,7 @@ import asyncio
 import time
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -82,7 +83,7 @@ async def _open_watchers(
     for _ in range(count):
         create = rpc_pb2.WatchCreateRequest(key=key, start_revision=start_revision)
         await call.write(rpc_pb2.WatchRequest(create_request=create))
-    ids = []
+    ids: list[int] = []
     while len(ids) < count:
         resp = await call.read()
         assert resp.created and not resp.canceled, resp
@@ -93,7 +94,7 @@ async def _open_watchers(
 async def _collect(call: grpc.aio.StreamStreamCall, ids: list[int], events: int) -> dict[int, list[tuple]]:
     seen: dict[int, list[tuple]] = {wid: [] for wid in ids}
     while any(len(v) < events for v in seen.values()):
-        resp = await asyncio.wait_for(call.read(), 20)
+        resp: Any = await asyncio.wait_for(call.read(), 20)
         for ev in resp.events:
             seen[resp.watch_id].append((ev.kv.mod_revision, ev.kv.value))
     return seen
