@@ -32,9 +32,12 @@ class GatewayProcess(NodeProcess):
     def process_env(self) -> dict[str, str]:
         return _python_env(super().process_env())
 
+    def ready(self) -> bool:
+        return READY_LOG_LINE in self.current_log()
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
-        while READY_LOG_LINE not in self.current_log():
+        while not self.ready():
             if self.proc is None or self.proc.poll() is not None:
                 code = None if self.proc is None else self.proc.returncode
                 raise NodeStartError(f"{self} exited with {code} while starting\n{self.log_tail()}")

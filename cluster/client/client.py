@@ -418,6 +418,37 @@ class Client:
         request = v3lock_pb2.UnlockRequest(key=key)
         return await self._call("Lock", "Unlock", request, timeout=timeout, repeatable=False)
 
+    # ---- raw access (the gRPC proxy forwards bytes on the client's channels) ----
+    async def channel(self, timeout: float | None = None) -> grpc.aio.Channel:
+        """A connected channel to the current endpoint, or to whichever endpoint connects first;
+        retried until ``timeout`` (forever when None), then DeadlineExceeded."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise DeadlineExceeded()
+            conn = await self._ready_connection(None, remaining)
+            if conn is not None:
+                return conn.channel
+            await asyncio.sleep(RETRY_BACKOFF)
+
+    def fail_over(self) -> None:
+        """The current endpoint failed a call: the next `channel` prefers another one."""
+        self._rotate(None)
+
+    async def set_endpoints(self, endpoints: Sequence[str]) -> None:
+        """Replace the endpoint list (auto-sync); channels to endpoints no longer listed are closed."""
+        new = [Endpoint.parse(e) for e in endpoints]
+        if not new or [e.raw for e in new] == [e.raw for e in self.endpoints]:
+            return
+        current = self.endpoints[self._current % len(self.endpoints)].raw if self.endpoints else None
+        self.endpoints = new
+        raws = [e.raw for e in new]
+        self._current = raws.index(current) if current in raws else 0
+        for raw in [r for r in self._connections if r not in raws]:
+            await self._connections.pop(raw).channel.close(None)
+
     # ---- plumbing ----
     def _connection(self, endpoint: Endpoint) -> _Connection:
         conn = self._connections.get(endpoint.raw)

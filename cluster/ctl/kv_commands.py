@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cluster.api.gen.etcdserverpb import rpc_pb2
+from cluster.api.keys import prefix_end
 from cluster.ctl.cobra import Command, CommandLineError, find
 from cluster.ctl.exits import EXIT_BAD_ARGS, EXIT_BAD_FEATURE, EXIT_ERROR, EXIT_INVALID_INPUT, CtlExit
 from cluster.ctl.flags import FlagError, FlagSet, FlagSpec, parse_go_int
@@ -83,14 +84,6 @@ def _b(text: str) -> bytes:
     return text.encode("utf-8", errors="surrogateescape")
 
 
-def prefix_end(key: bytes) -> bytes:
-    """The smallest key greater than every key with prefix ``key`` (``\\x00`` when unbounded)."""
-    data = bytearray(key)
-    for i in range(len(data) - 1, -1, -1):
-        if data[i] < 0xFF:
-            data[i] += 1
-            return bytes(data[: i + 1])
-    return b"\x00"
 
 
 def _apply_prefix_or_from_key(key: str, prefix: bool, from_key: bool) -> tuple[bytes, bytes | None]:

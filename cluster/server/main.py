@@ -82,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from gateway.main import main as gateway_main
 
         sys.exit(gateway_main(args[1:]))
+    if args[:1] == ["grpc-proxy"]:  # `quorum grpc-proxy start ...`: the L7 gRPC proxy, as etcd's
+        from grpcproxy.main import main as grpc_proxy_main
+
+        sys.exit(grpc_proxy_main(args[1:]))
     try:
         cfg = parse_config(args, os.environ)
     except InfoRequested as info:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import grpc
 
+from cluster.api.keys import prefix_end
+
 
 def _varint(value: int) -> bytes:
     value &= (1 << 64) - 1
@@ -156,14 +158,6 @@ def encode_txn_puts(puts: list[tuple[bytes, bytes]]) -> bytes:
     return b"".join(_field_bytes(2, _field_bytes(2, encode_put(k, v))) for k, v in puts)
 
 
-def prefix_end(prefix: bytes) -> bytes:
-    """The range end covering every key that starts with ``prefix`` (etcd's GetPrefixRangeEnd)."""
-    end = bytearray(prefix)
-    for i in range(len(end) - 1, -1, -1):
-        if end[i] < 0xFF:
-            end[i] += 1
-            return bytes(end[: i + 1])
-    return b"\x00"
 
 
 class RawKV:
