@@ -31,7 +31,8 @@ def store(tmp_path: Path) -> Iterator[KVStore]:
 async def watch_call(h: Harness) -> AsyncIterator[Any]:
     """A Watch call to an in-process server whose servicer uses `h`'s hub."""
     server = grpc.aio.server()
-    add_watch_service(SimpleNamespace(watch_hub=h.hub, is_learner=lambda: False), server)  # type: ignore[arg-type]
+    node = SimpleNamespace(watch_hub=h.hub, is_learner=lambda: False, auth=SimpleNamespace(enabled=False))
+    add_watch_service(node, server)  # type: ignore[arg-type]
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
