@@ -156,6 +156,10 @@ def test_scale_out_to_four_then_replace_a_member(kind: str, closing: list[NodePr
     wait_until(lambda: not gone.running, timeout=20, what="the removed member to stop itself")
     nodes.remove(gone)
     assert sorted(r[2] for r in member_lines(nodes)) == ["m1", "m3", "m4"]
+    # etcd does not hand leadership over before removing the leader: if m2 led, the others elect a new
+    # one first, and a change proposed meanwhile times out. Wait until a write goes through.
+    eps = ",".join(n.endpoint for n in nodes)
+    wait_until(lambda: etcdctl(eps, "put", "probe", "x", timeout=15).returncode == 0, what="a leader again")
 
     fifth = make_node(kind, name="m5", host=HOSTS[4], flags=TIMING)
     closing.append(fifth)
