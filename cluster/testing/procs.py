@@ -26,6 +26,7 @@ from pathlib import Path
 
 import grpc
 
+from cluster.testing import ctlfork
 from cluster.testing.ports import LOOPBACK, free_port
 from cluster.testing.rawkv import RawKV
 
@@ -131,9 +132,7 @@ def _run_ctl(
     cmd: list[str], input_: str | bytes | None, env: dict[str, str], timeout: float
 ) -> subprocess.CompletedProcess[str]:
     data = input_.encode() if isinstance(input_, str) else input_
-    done = subprocess.run(
-        cmd, input=data, capture_output=True, env=env, timeout=timeout, check=False
-    )
+    done = ctlfork.run(cmd, input=data, env=env, timeout=timeout)
     return subprocess.CompletedProcess(
         done.args,
         done.returncode,

@@ -16,7 +16,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from typing import IO, Any
 import grpc
 
 from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from cluster.testing import ctlfork
 from cluster.testing.procs import REPO_ROOT, NodeProcess, etcdctl_binary
 
 _HEX = re.compile(r"\b[0-9a-f]{12,16}\b")
@@ -145,7 +145,7 @@ class Ctl:
             assert exe is not None
             head = [exe]
         else:
-            head = [sys.executable, "-m", "cluster.ctl"]
+            head = ctlfork.QUORUMCTL
         return [*head, f"--endpoints={self.endpoints}", *args]
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -157,8 +157,8 @@ class Ctl:
 
     def run(self, *args: str, input: str | None = None, env: Mapping[str, str] | None = None,
             timeout: float = 30.0) -> tuple[int, str, str]:
-        done = subprocess.run(self.argv(args), input=input.encode() if input is not None else None,
-                              capture_output=True, env=self.env(env), timeout=timeout, check=False)
+        done = ctlfork.run(self.argv(args), input=input.encode() if input is not None else None,
+                           env=self.env(env), timeout=timeout)
         return done.returncode, done.stdout.decode(errors="surrogateescape"), done.stderr.decode(
             errors="surrogateescape")
 

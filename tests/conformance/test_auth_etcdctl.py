@@ -10,14 +10,13 @@ are normalised; quorumctl on Quorum must print the same too.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from cluster.testing import ctlfork
 from tests.conftest import NodeFactory, require_etcdctl
 
 pytestmark = pytest.mark.etcd
@@ -94,8 +93,7 @@ def _normalise(text: str, endpoint: str) -> str:
 def _transcript(ctl: list[str], endpoint: str) -> list[tuple[str, str, str, int]]:
     rows = []
     for args, stdin in SESSION:
-        done = subprocess.run([*ctl, f"--endpoints={endpoint}", *args], input=stdin.encode(),
-                              capture_output=True, timeout=60, check=False)
+        done = ctlfork.run([*ctl, f"--endpoints={endpoint}", *args], input=stdin.encode(), timeout=60)
         rows.append((" ".join(args), _normalise(done.stdout.decode(), endpoint),
                      _normalise(done.stderr.decode(), endpoint), done.returncode))
     return rows
@@ -116,7 +114,7 @@ def test_etcdctl_session_with_users_roles_and_jwt_prints_the_same_on_quorum(
     transcripts = {
         "etcdctl on etcd": _transcript([etcdctl], node_factory("etcd", flag).endpoint),
         "etcdctl on quorum": _transcript([etcdctl], node_factory("quorum", flag).endpoint),
-        "quorumctl on quorum": _transcript([sys.executable, "-m", "cluster.ctl"],
+        "quorumctl on quorum": _transcript(ctlfork.QUORUMCTL,
                                            node_factory("quorum", flag).endpoint),
     }
     want = transcripts.pop("etcdctl on etcd")

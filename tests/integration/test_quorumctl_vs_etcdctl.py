@@ -18,7 +18,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from cluster.api.gen.etcdserverpb import rpc_pb2
+from cluster.testing import ctlfork
 from cluster.testing.ports import free_port
 from cluster.testing.procs import make_node
 from tests.conftest import require_etcd, require_etcdctl
@@ -330,9 +330,9 @@ def _run(cmd: list[str], case: Case, target: Target) -> subprocess.CompletedProc
     flag = [f"--endpoints={target.endpoint}"] if case.endpoint_flag else []
     argv = [*cmd, *flag, *(target.fill(arg) for arg in case.args)]
     if case.kill_after is None:
-        return subprocess.run(argv, input=stdin, capture_output=True, env=env, timeout=60, check=False)
+        return ctlfork.run(argv, input=stdin, env=env, timeout=60)
     try:
-        subprocess.run(argv, input=stdin, capture_output=True, env=env, timeout=case.kill_after, check=False)
+        ctlfork.run(argv, input=stdin, env=env, timeout=case.kill_after)
     except subprocess.TimeoutExpired as stopped:
         return subprocess.CompletedProcess(argv, -9, stopped.stdout or b"", stopped.stderr or b"")
     raise AssertionError(f"{case} was expected to run until killed")
@@ -427,7 +427,7 @@ def _transcript(cmd: list[str]) -> list[tuple[str, str, int]]:
 def transcripts() -> dict[str, list[tuple[str, str, int]]]:
     """Both tools' normalised transcripts, each on its own etcd (run side by side)."""
     require_etcd()
-    runners = {"etcdctl": [require_etcdctl()], "quorumctl": [sys.executable, "-m", "cluster.ctl"]}
+    runners = {"etcdctl": [require_etcdctl()], "quorumctl": ctlfork.QUORUMCTL}
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {name: pool.submit(_transcript, cmd) for name, cmd in runners.items()}
         return {name: future.result() for name, future in futures.items()}
