@@ -107,6 +107,8 @@ class Stream:
             self.headers_sent = True
             conn.write(h2.frame(h2.HEADERS, h2.FLAG_END_HEADERS, self.id, h2.RESPONSE_HEADERS_BLOCK))
         framed = h2.GRPC_PREFIX.pack(0, len(data)) + data
+        sent = conn.stats.sent
+        sent[self.path] = sent.get(self.path, 0) + 1
         self.pending.append(framed)
         self.pending_bytes += len(framed)
         conn.pump(self)
@@ -537,6 +539,8 @@ class Connection(asyncio.Protocol):
                     self._fail(stream, grpc.StatusCode.INTERNAL, f"grpc: error unmarshalling request: {exc}")
                     return
             stream.queue.put_nowait(message)
+            received = self.stats.received
+            received[stream.path] = received.get(stream.path, 0) + 1
         elif stream.request is not None:
             self._fail(stream, grpc.StatusCode.INTERNAL, "grpc: too many messages for a unary request")
         else:

@@ -53,11 +53,16 @@ def exponential_buckets(start: float, factor: float, count: int) -> tuple[float,
 class CallStats:
     """What the server counts about finished calls."""
 
-    __slots__ = ("handled", "latency", "track_latency")
+    __slots__ = ("handled", "latency", "received", "sent", "track_latency")
 
     def __init__(self) -> None:
         self.handled: dict[tuple[str, int], int] = {}
         """(method path, grpc status code value) -> calls finished with that code."""
+        self.received: dict[str, int] = {}
+        """method path -> messages received on client-streaming calls (a unary request is one per call,
+        counted from `handled` at scrape time instead of on the hot path)."""
+        self.sent: dict[str, int] = {}
+        """method path -> messages sent on server-streaming calls (unary: one per call that succeeded)."""
         self.latency: dict[str, Histogram] = {}
         self.track_latency = False
 

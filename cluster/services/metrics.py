@@ -244,16 +244,41 @@ class GrpcCollector:
             "Total number of RPCs started on the server.",
             labels=["grpc_method", "grpc_service", "grpc_type"],
         )
+        received = CounterMetricFamily(
+            "grpc_server_msg_received_total",
+            "Total number of RPC stream messages received on the server.",
+            labels=["grpc_method", "grpc_service", "grpc_type"],
+        )
+        sent = CounterMetricFamily(
+            "grpc_server_msg_sent_total",
+            "Total number of gRPC stream messages sent by the server.",
+            labels=["grpc_method", "grpc_service", "grpc_type"],
+        )
         in_flight = self._active() if self._active is not None else {}
+        ok = grpc.StatusCode.OK.value[0]
         for path, (kind, service, method) in sorted(METHOD_LABELS.items(), key=lambda kv: kv[1][1:]):
             total = 0
             for code, code_name in GO_CODE_NAMES.items():
                 n = counts.get((path, code), 0)
                 total += n
                 handled.add_metric([code_name, method, service, kind], n)
-            started.add_metric([method, service, kind], total + in_flight.get(path, 0))
+            calls = total + in_flight.get(path, 0)
+            started.add_metric([method, service, kind], calls)
+            # go-grpc-prometheus counts a unary request as received when the call starts and its
+            # response as sent when the call succeeds; streamed messages one by one.
+            streams_in = kind in ("client_stream", "bidi_stream")
+            streams_out = kind in ("server_stream", "bidi_stream")
+            received.add_metric(
+                [method, service, kind], self._stats.received.get(path, 0) if streams_in else calls
+            )
+            sent.add_metric(
+                [method, service, kind],
+                self._stats.sent.get(path, 0) if streams_out else counts.get((path, ok), 0),
+            )
         yield handled
         yield started
+        yield received
+        yield sent
         if self._stats.track_latency:
             seconds = HistogramMetricFamily(
                 "grpc_server_handling_seconds",

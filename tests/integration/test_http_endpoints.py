@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
 
+import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from cluster.testing.http import b64, get, post, raw_exchange, status_of, stream
 from cluster.testing.ports import free_port
 from cluster.testing.procs import NodeProcess
@@ -29,6 +33,8 @@ ETCD_METRIC_NAMES = (
     "etcd_debugging_mvcc_watcher_total",
     "grpc_server_handled_total",
     "grpc_server_handling_seconds_bucket",
+    "grpc_server_msg_received_total",
+    "grpc_server_msg_sent_total",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
     "process_open_fds",
@@ -102,6 +108,34 @@ def test_metrics_count_grpc_calls_by_method_and_code(quorum: NodeProcess) -> Non
     assert value(after, ok, grpc_code="Unavailable", **labels) == 0  # every code is listed from the start
     hist = "grpc_server_handling_seconds_count"
     assert value(after, hist, **labels) - value(before, hist, **labels) == 5
+    for name in ("grpc_server_msg_received_total", "grpc_server_msg_sent_total"):  # unary: one each way
+        assert value(after, name, **labels) - value(before, name, **labels) == 5
+
+
+def test_metrics_count_stream_messages_one_by_one(quorum: NodeProcess) -> None:
+    labels = {"grpc_method": "Watch", "grpc_service": "etcdserverpb.Watch", "grpc_type": "bidi_stream"}
+    before = scrape(quorum.endpoint)
+    done = threading.Event()
+
+    def requests() -> Iterator[rpc_pb2.WatchRequest]:
+        create = rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"msgs/k"))
+        yield create
+        yield create
+        done.wait(10)
+
+    with grpc.insecure_channel(quorum.endpoint) as channel:
+        stream = rpc_pb2_grpc.WatchStub(channel).Watch(requests(), timeout=10)
+        assert next(stream).created and next(stream).created
+        with RawKV(quorum.endpoint) as kv:
+            kv.put(b"msgs/k", b"1")
+        assert len(next(stream).events) == 1 and len(next(stream).events) == 1
+        done.set()
+        stream.cancel()
+    after = scrape(quorum.endpoint)
+    received = "grpc_server_msg_received_total"
+    sent = "grpc_server_msg_sent_total"
+    assert value(after, received, **labels) - value(before, received, **labels) == 2
+    assert value(after, sent, **labels) - value(before, sent, **labels) == 4
 
 
 def test_http_watchers_are_counted_and_removed_with_their_connection(quorum: NodeProcess) -> None:
