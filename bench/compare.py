@@ -39,6 +39,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,6 +52,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench import ebench_tls  # noqa: E402
+from cluster.testing.certs import CertFiles, TestCA  # noqa: E402
+from cluster.testing.ports import free_port  # noqa: E402
 from cluster.testing.procs import NodeProcess, NodeStartError, cluster_of, etcd_binary  # noqa: E402
 from cluster.testing.rawkv import RawKV  # noqa: E402
 
@@ -73,15 +77,22 @@ class Workload:
     """What ops and latency count when they are not plain request round trips."""
     auth: bool = False
     """Enable auth (root user) before the run; ebench authenticates as root and sends its token."""
+    tls: bool = False
+    """Clients over TLS: the members also serve an https client URL (server certificate from a test
+    CA), which ebench (built with TLS flags, bench/ebench_tls.py) dials, verifying it with the CA."""
 
     def command(self, ebench: str, endpoints: str, scale: float, target_leader: bool = False) -> list[str]:
         count = max(self.minimum, int(self.total * scale))
         leader = ["--target-leader"] if target_leader else []
         user = ["--user", AUTH_USER] if self.auth else []
+        tls = ["--cacert", str(bench_pki().ca)] if self.tls else []
+        if self.tls:
+            ebench = str(ebench_tls.build())
         return [
             ebench,
             *shlex.split(self.args),
             *user,
+            *tls,
             "--endpoints",
             endpoints,
             *leader,
@@ -104,6 +115,21 @@ WORKLOADS: dict[str, Workload] = {
             50_000,
             auth=True,
             measures="put-64c with auth enabled: every request carries root's simple token",
+        ),
+        Workload(
+            "put-64c-tls",
+            "put --conns 8 --clients 64 --val-size 256 --sequential-keys --key-space-size 100000",
+            50_000,
+            tls=True,
+            measures="put-64c over TLS (server certificate verified by the client, no client certificate)",
+        ),
+        Workload(
+            "put-1c-tls",
+            "put --conns 1 --clients 1 --val-size 256 --sequential-keys --key-space-size 100000",
+            5_000,
+            leader_only=True,
+            tls=True,
+            measures="put-1c over TLS",
         ),
         Workload(
             "put-1c",
@@ -270,11 +296,42 @@ def process_cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-class FreshCluster:
-    """A brand-new cluster of one kind for one run: members m1..mN on loopback, all closed on exit."""
+@dataclass(frozen=True, slots=True)
+class BenchPKI:
+    ca: Path
+    server: CertFiles
 
-    def __init__(self, kind: str, members: int, flags: tuple[str, ...]) -> None:
+
+_pki: BenchPKI | None = None
+
+
+def bench_pki() -> BenchPKI:
+    """One CA and a server certificate for 127.0.0.1, made on first use, for the TLS workloads."""
+    global _pki
+    if _pki is None:
+        ca = TestCA(Path(tempfile.mkdtemp(prefix="quorum-bench-pki-")))
+        _pki = BenchPKI(ca.cert, ca.issue("server", hosts=("127.0.0.1", "localhost")))
+    return _pki
+
+
+class FreshCluster:
+    """A brand-new cluster of one kind for one run: members m1..mN on loopback, all closed on exit.
+    With ``tls`` every member also serves clients over TLS on a second port (`tls_endpoints`); the
+    plain one stays for the harness's own calls (leader, preload, auth setup)."""
+
+    def __init__(self, kind: str, members: int, flags: tuple[str, ...], tls: bool = False) -> None:
         self.nodes: list[NodeProcess] = cluster_of(kind, members, flags=flags)
+        self.tls_ports: list[int] = []
+        if tls:
+            pki = bench_pki()
+            for node in self.nodes:
+                port = free_port(node.host)
+                self.tls_ports.append(port)
+                node.flags += [
+                    f"--listen-client-urls={node.client_url},https://{node.host}:{port}",
+                    f"--cert-file={pki.server.cert}",
+                    f"--key-file={pki.server.key}",
+                ]
 
     def start(self) -> FreshCluster:
         """Start every member, then wait until each serves and one of them leads."""
@@ -303,6 +360,10 @@ class FreshCluster:
     def endpoints(self) -> str:
         return ",".join(n.endpoint for n in self.nodes)
 
+    @property
+    def tls_endpoints(self) -> str:
+        return ",".join(f"{n.host}:{port}" for n, port in zip(self.nodes, self.tls_ports, strict=True))
+
     def cpu_seconds(self) -> float:
         return sum(process_cpu_seconds(n.pid) for n in self.nodes if n.pid is not None)
 
@@ -325,12 +386,12 @@ class FreshCluster:
             time.sleep(0.1)
 
 
-def start_cluster(kind: str, settings: Settings, attempts: int = 3) -> FreshCluster:
+def start_cluster(kind: str, settings: Settings, attempts: int = 3, tls: bool = False) -> FreshCluster:
     """Start a fresh cluster, retrying when a member fails to start (another suite on this machine may
     take a free port between our choosing it and the member binding it)."""
     for attempt in range(attempts):
         try:
-            return FreshCluster(kind.split("#")[0], settings.members, settings.flags).start()
+            return FreshCluster(kind.split("#")[0], settings.members, settings.flags, tls).start()
         except NodeStartError:
             if attempt == attempts - 1:
                 raise
@@ -378,13 +439,13 @@ def measure(
 
 
 def run_one(settings: Settings, workload: Workload, subject: str, round_no: int) -> Run:
-    with start_cluster(subject, settings) as cluster:
+    with start_cluster(subject, settings, tls=workload.tls) as cluster:
         if workload.preload_range_key:
             with RawKV(cluster.nodes[0].endpoint) as kv:
                 kv.put(b"foo", b"v" * 256)
         if workload.auth:
             enable_auth(cluster.nodes[0].endpoint)
-        cmd = settings.command(workload, cluster.endpoints)
+        cmd = settings.command(workload, cluster.tls_endpoints if workload.tls else cluster.endpoints)
         leader, term_before = cluster.leader()
         cpu_before = cluster.cpu_seconds()
         result = run_ebench(cmd)
