@@ -100,14 +100,22 @@ def render_summary(runs: list[Run], floors: dict[str, tuple[Floor, ...]] = FLOOR
 
 
 @contextmanager
-def setup(ebench: str, cluster_kind: str) -> Iterator[tuple[FreshCluster, dict[str, GrpcProxyProcess]]]:
-    """The 3-member cluster with the range key preloaded, and both proxies in front of it."""
+def setup(
+    ebench: str, cluster_kind: str, leader_only: bool = False
+) -> Iterator[tuple[FreshCluster, dict[str, GrpcProxyProcess]]]:
+    """The 3-member cluster with the range key preloaded, and both proxies in front of it: given every
+    member, or (``leader_only``) only the leader. etcd's proxy balances its calls over all its
+    endpoints while Quorum's sends them to one member, so with all three the two proxies reach
+    different mixes of leader and followers; with the leader alone they do the same work."""
     cluster = start_cluster(cluster_kind, Settings(ebench, members=3))
     proxies: dict[str, GrpcProxyProcess] = {}
     try:
         with RawKV(cluster.nodes[0].endpoint) as kv:
             kv.put(RANGE_KEY, b"v" * 256)
         endpoints = [n.endpoint for n in cluster.nodes]
+        if leader_only:
+            leader, _ = cluster.leader(timeout=30)
+            endpoints = [n.endpoint for n in cluster.nodes if n.name == leader]
         for subject, kind in zip(SUBJECTS, (EtcdGrpcProxyProcess, GrpcProxyProcess), strict=True):
             proxies[subject] = kind(endpoints)
             proxies[subject].start()
@@ -154,7 +162,7 @@ def run_all(args: argparse.Namespace, workloads: list[Workload]) -> tuple[list[R
     """Every workload and round through both proxies, the order alternating from round to round."""
     runs: list[Run] = []
     failures: list[Failure] = []
-    with setup(args.ebench, args.cluster_kind) as (cluster, proxies):
+    with setup(args.ebench, args.cluster_kind, args.leader_only) as (cluster, proxies):
         for workload in workloads:
             for round_no in range(1, args.rounds + 1):
                 for subject in SUBJECTS if round_no % 2 else tuple(reversed(SUBJECTS)):
@@ -184,7 +192,9 @@ def report_section(
             f"Machine: {environment()}; 1-minute load average {load[0]:.1f} before, {load[1]:.1f} after "
             "(above the CPU count means other work shared the machine).",
             f"One 3-member {args.cluster_kind} cluster (default flags, `foo` preloaded with 256 B) and both "
-            "proxies (default flags, --endpoints = the three members) for the whole run; "
+            "proxies (default flags, --endpoints = "
+            + ("the leader only" if args.leader_only else "the three members")
+            + ") for the whole run; "
             f"{args.rounds} rounds per proxy, order alternating; ratios and floors use medians. ebench's "
             "only endpoint is the proxy, so the watch workload's puts go through it too. The CPU column is "
             "the proxy process's own CPU per operation; the leader is the cluster's.",
@@ -222,6 +232,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--workloads", default=",".join(DEFAULT_WORKLOADS), help="any of compare.py's workloads"
     )
     parser.add_argument("--rounds", type=int, default=2, help="runs per proxy and workload")
+    parser.add_argument(
+        "--leader-only", action="store_true", help="give both proxies only the leader's endpoint"
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every --total by this")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "docs" / "performance.md")
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to --output")

@@ -48,7 +48,7 @@ class Server(grpc.aio.Server):
         self._generic: list[grpc.GenericRpcHandler] = []
         self._registered: dict[str, grpc.RpcMethodHandler] = {}
         self._cache: dict[str, grpc.RpcMethodHandler | None] = {}
-        self._sockets: list[tuple[socket.socket, ssl.SSLContext | None, str]] = []
+        self._sockets: list[tuple[socket.socket, ssl.SSLContext | None, str, str]] = []
         self._servers: list[asyncio.AbstractServer] = []
         self._stopped: asyncio.Event | None = None
 
@@ -84,9 +84,12 @@ class Server(grpc.aio.Server):
     def add_insecure_port(self, address: str) -> int:
         return self.add_tls_port(address, None)
 
-    def add_tls_port(self, address: str, context: ssl.SSLContext | None, allowed_cn: str = "") -> int:
+    def add_tls_port(
+        self, address: str, context: ssl.SSLContext | None, allowed_cn: str = "", allowed_hostname: str = ""
+    ) -> int:
         """Listen on `address`, terminating TLS with `context` (plain TCP when None); with
-        `allowed_cn`, only clients whose verified certificate has that CommonName get in."""
+        `allowed_cn`, only clients whose verified certificate has that CommonName get in, with
+        `allowed_hostname` only those whose certificate is valid for that host name or address."""
         host, port = _split_address(address)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -98,7 +101,7 @@ class Server(grpc.aio.Server):
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
             raise RuntimeError(f"Failed to bind to address {address}: {reason}") from None
         sock.setblocking(False)
-        self._sockets.append((sock, context, allowed_cn))
+        self._sockets.append((sock, context, allowed_cn, allowed_hostname))
         return int(sock.getsockname()[1])
 
     def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
@@ -108,12 +111,14 @@ class Server(grpc.aio.Server):
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        for sock, context, allowed_cn in self._sockets:
+        for sock, context, allowed_cn, allowed_hostname in self._sockets:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if context is None:
                 factory: Callable[[], asyncio.Protocol] = lambda: Connection(self)  # noqa: E731
             else:
-                factory = functools.partial(TLSServerProtocol, context, lambda: Connection(self), allowed_cn)
+                factory = functools.partial(
+                    TLSServerProtocol, context, lambda: Connection(self), allowed_cn, allowed_hostname
+                )
             server = await loop.create_server(factory, sock=sock, backlog=1024)
             self._servers.append(server)
 

@@ -12,6 +12,8 @@ hand-off both run unchanged on top.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import logging
 import ssl
 from collections.abc import Callable
@@ -27,10 +29,15 @@ class TLSServerProtocol(asyncio.Protocol):
     """Terminates TLS for one accepted connection and feeds plaintext to `inner_factory()`'s protocol."""
 
     def __init__(
-        self, context: ssl.SSLContext, inner_factory: Callable[[], asyncio.Protocol], allowed_cn: str = ""
+        self,
+        context: ssl.SSLContext,
+        inner_factory: Callable[[], asyncio.Protocol],
+        allowed_cn: str = "",
+        allowed_hostname: str = "",
     ) -> None:
         self._context = context
         self._allowed_cn = allowed_cn
+        self._allowed_hostname = allowed_hostname
         self._factory = inner_factory
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
@@ -86,6 +93,10 @@ class TLSServerProtocol(asyncio.Protocol):
         self._flush()
         if self._allowed_cn and _common_name(self._ssl.getpeercert()) != self._allowed_cn:
             self._reject(f"CommonName authentication failed (want {self._allowed_cn!r})")
+            return False
+        if self._allowed_hostname and not hostname_matches(self._ssl.getpeercert(), self._allowed_hostname):
+            wanted = self._allowed_hostname
+            self._reject(f"client certificate authentication failed (not valid for {wanted!r})")
             return False
         if self._timer is not None:
             self._timer.cancel()
@@ -224,6 +235,34 @@ class TLSTransport(asyncio.Transport):
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         self._tcp.set_write_buffer_limits(high, low)
+
+
+def hostname_matches(peercert: Any, hostname: str) -> bool:
+    """Whether a verified certificate is valid for ``hostname`` as Go's x509 VerifyHostname decides
+    (etcd's --*-cert-allowed-hostname): an IP address against the IP SANs, a name against the DNS
+    SANs (a leading "*." matching one label); the CommonName is not consulted."""
+    sans = (peercert or {}).get("subjectAltName", ())
+    try:
+        ip = ipaddress.ip_address(hostname.strip("[]"))
+    except ValueError:
+        ip = None
+    if ip is not None:
+        for kind, value in sans:
+            if kind == "IP Address":
+                with contextlib.suppress(ValueError):
+                    if ipaddress.ip_address(value.strip()) == ip:
+                        return True
+        return False
+    host = hostname.lower().rstrip(".")
+    for kind, value in sans:
+        if kind != "DNS":
+            continue
+        pattern = value.lower().rstrip(".")
+        if pattern == host:
+            return True
+        if pattern.startswith("*.") and "." in host and host.split(".", 1)[1] == pattern[2:]:
+            return True
+    return False
 
 
 def _common_name(peercert: Any) -> str:

@@ -43,8 +43,8 @@ experimental-watch-progress-notify-interval, experimental-enable-lease-checkpoin
 experimental-warning-apply-duration, unsafe-no-fsync, force-new-cluster, and Quorum's own
 experimental-grpc-engine (quorum|grpcio: which gRPC server engine serves the client port).
 TLS flags (cert-file, key-file, client-cert-auth, trusted-ca-file, auto-tls, client-crl-file,
-peer-*, peer-cert-allowed-cn, cipher-suites) are implemented (cluster/tls.py); the *-allowed-hostname
-flags are accepted and ignored. Accepted but not implemented: discovery, discovery-srv and friends,
+peer-*, peer-cert-allowed-cn, client- and peer-cert-allowed-hostname, cipher-suites) are implemented
+(cluster/tls.py, cluster/rpc/tls.py). Accepted but not implemented: discovery, discovery-srv and friends,
 the v2 API and v2 proxy (enable-v2, proxy*, experimental-enable-v2v3), cors, host-whitelist, enable-pprof,
 enable-grpc-gateway (the JSON gateway is always on), backend-batch-*,
 experimental-backend-bbolt-freelist-type, experimental-initial-corrupt-check,

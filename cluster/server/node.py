@@ -200,6 +200,7 @@ class QuorumNode:
             listen_urls=[str(u) for u in cfg.listen_peer_urls],
             tls=self.peer_tls,
             allowed_cn=cfg.peer_cert_allowed_cn,
+            allowed_hostname=cfg.peer_cert_allowed_hostname,
             on_removed=self._on_removed,
         )
         await self.peers.start(opened.initial_peers)

@@ -44,6 +44,7 @@ class ClusterPeers:
         on_removed: Callable[[], None],
         tls: TLSInfo | None = None,
         allowed_cn: str = "",
+        allowed_hostname: str = "",
     ) -> None:
         self._member_id = member_id
         self._driver = driver
@@ -53,6 +54,7 @@ class ClusterPeers:
         self._listen_urls = listen_urls
         self._tls = tls
         self._allowed_cn = allowed_cn
+        self._allowed_hostname = allowed_hostname
         self.transport = PeerTransport(
             member_id,
             cluster_id,
@@ -77,7 +79,11 @@ class ClusterPeers:
             self.transport.add_peer(peer_id, urls)
         self.sync_members()
         self._server = build_peer_server(
-            self.transport, self._listen_urls, tls=self._tls, allowed_cn=self._allowed_cn
+            self.transport,
+            self._listen_urls,
+            tls=self._tls,
+            allowed_cn=self._allowed_cn,
+            allowed_hostname=self._allowed_hostname,
         )
         await self._server.start()
 

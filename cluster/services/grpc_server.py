@@ -81,7 +81,8 @@ def build_server(node: QuorumNode) -> tuple[grpc.aio.Server, health_aio.HealthSe
         if not url.is_tls:
             server.add_insecure_port(address)
         elif isinstance(server, Server):
-            server.add_tls_port(address, node.client_tls.server_context())
+            allowed_hostname = node.cfg.client_cert_allowed_hostname
+            server.add_tls_port(address, node.client_tls.server_context(), allowed_hostname=allowed_hostname)
         else:
             root, key, chain = node.client_tls.channel_files()
             assert key is not None and chain is not None

@@ -12,6 +12,7 @@ on the loop that runs the Raft driver. Callbacks are invoked on that loop and mu
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -244,6 +245,7 @@ def build_peer_server(
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     tls: TLSInfo | None = None,
     allowed_cn: str = "",
+    allowed_hostname: str = "",
 ) -> grpc.aio.Server:
     """A (not yet started) gRPC server for ``transport``'s receiving side on every URL of ``listen_urls``.
 
@@ -261,6 +263,12 @@ def build_peer_server(
                 raise TLSError(f"TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer "
                                f"url {url} with HTTPS scheme")
             context = tls.server_context()
-        if server.add_tls_port(target, context, allowed_cn if context is not None else "") == 0:
+            if allowed_cn and allowed_hostname:
+                raise TLSError(
+                    f"AllowedCN and AllowedHostname are mutually exclusive (cn={json.dumps(allowed_cn)}, "
+                    f"hostname={json.dumps(allowed_hostname)})"
+                )
+        checks = (allowed_cn, allowed_hostname) if context is not None else ("", "")
+        if server.add_tls_port(target, context, *checks) == 0:
             raise OSError(f"cannot listen on peer URL {url}")
     return server

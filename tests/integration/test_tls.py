@@ -37,6 +37,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         "root": ca.issue("root"),
         "alice": ca.issue("alice"),
         "stranger": other.issue("stranger"),
+        "app": ca.issue("app", hosts=("app.example.internal", "127.0.0.9")),
         "other_ca": other.cert,
     }
 
@@ -121,6 +122,29 @@ def test_client_cert_auth_requires_a_certificate_from_the_trusted_ca(
         node, f"--cacert={ca}", f"--cert={alice.cert}", f"--key={alice.key}", "get", "a", "--print-value-only"
     )
     assert again.stdout == "1\n"
+
+
+@pytest.mark.etcd
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", kinds())
+@pytest.mark.parametrize("allowed", ["app.example.internal", "127.0.0.9"])
+def test_client_cert_allowed_hostname_admits_only_certificates_valid_for_it(
+    kind: str, allowed: str, pki: dict[str, object], closing: list[NodeProcess]
+) -> None:
+    ca = str(pki["ca"])
+    flags = ("--client-cert-auth", f"--trusted-ca-file={ca}", f"--client-cert-allowed-hostname={allowed}")
+    node = tls_node(kind, pki, *flags)
+    closing.append(node)
+    node.start()
+    app, alice = pki["app"], pki["alice"]
+    assert isinstance(app, CertFiles) and isinstance(alice, CertFiles)
+    ok = ctl(node, f"--cacert={ca}", f"--cert={app.cert}", f"--key={app.key}", "put", "a", "1")
+    assert ok.returncode == 0 and ok.stdout == "OK\n", ok.stderr
+    quick = ("--dial-timeout=2s", "--command-timeout=3s")
+    refused = ctl(node, f"--cacert={ca}", f"--cert={alice.cert}", f"--key={alice.key}", *quick, "get", "a")
+    assert refused.returncode != 0  # trusted CA, but not valid for the allowed host name
+    if kind == "quorum":
+        wait_for_log(node, "client certificate authentication failed")
 
 
 def wait_for_log(node: NodeProcess, text: str, timeout: float = 10.0) -> None:
