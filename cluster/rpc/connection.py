@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
-import hpack
 
 from cluster.rpc import h2
 from cluster.rpc.context import Abort, ServicerContext, behaviour_of, send_responses
+from cluster.rpc.hpack_decoder import HeaderDecoder, HPACKDecodeError
 
 if TYPE_CHECKING:
     from cluster.rpc.server import Server
@@ -154,8 +154,7 @@ class Connection(asyncio.Protocol):
         """grpc's auth_context() of this connection (the client certificate's CN with TLS)."""
         self._buf = bytearray()
         self._preface = False
-        self._decoder = hpack.Decoder()
-        self._decoder.max_header_list_size = 1 << 20
+        self._decoder = HeaderDecoder(max_header_list_size=1 << 20)
         self._header_cache: dict[bytes, list[tuple[str, str]]] = {}
         self._continuing: tuple[int, int, bytearray] | None = None
         self.streams: dict[int, Stream] = {}
@@ -397,15 +396,12 @@ class Connection(asyncio.Protocol):
         cached = self._header_cache.get(block)
         if cached is not None:
             return cached
-        table = self._decoder.header_table
-        before = (len(table.dynamic_entries), table.maxsize)
-        first = table.dynamic_entries[0] if table.dynamic_entries else None
+        decoder = self._decoder
         try:
-            headers = cast(list[tuple[str, str]], self._decoder.decode(block, raw=False))
-        except hpack.HPACKError as exc:
+            headers = decoder.decode(block)
+        except HPACKDecodeError as exc:
             raise ConnectionError_(h2.COMPRESSION_ERROR, f"header block: {exc}") from None
-        after = (len(table.dynamic_entries), table.maxsize)
-        if before == after and (table.dynamic_entries[0] if table.dynamic_entries else None) is first:
+        if not decoder.changed_table:
             if len(self._header_cache) > 256:
                 self._header_cache.clear()
             self._header_cache[block] = headers

@@ -109,7 +109,7 @@ def test_watchers_of_one_key_share_one_upstream_watch_and_all_get_every_event(
     async def scenario() -> None:
         async with grpc.aio.insecure_channel(proxy.endpoint) as channel:
             opened = [await _open_watchers(channel, b"coalesce/k", per_stream) for _ in range(streams)]
-            assert wait_for(lambda: cluster_watchers(cluster) == before + 1, 5), cluster_watchers(cluster)
+            assert wait_for(lambda: cluster_watchers(cluster) == before + 1, 15), cluster_watchers(cluster)
             coalesced = proxy_metrics(proxy)["etcd_grpc_proxy_watchers_coalescing_total"]
             assert coalesced == streams * per_stream - 1
             collectors = [asyncio.create_task(_collect(call, ids, puts)) for call, ids in opened]
@@ -126,7 +126,7 @@ def test_watchers_of_one_key_share_one_upstream_watch_and_all_get_every_event(
                 call.cancel()
 
     asyncio.run(scenario())
-    assert wait_for(lambda: cluster_watchers(cluster) == before, 5)
+    assert wait_for(lambda: cluster_watchers(cluster) == before, 15)
     coalesced_events = proxy_metrics(proxy)["etcd_grpc_proxy_events_coalescing_total"]
     assert coalesced_events >= puts * (streams * per_stream - 1)
 

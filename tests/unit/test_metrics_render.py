@@ -73,17 +73,22 @@ def test_grpc_families_list_every_method_and_code_from_the_start() -> None:
     stats.count("/etcdserverpb.KV/Put", 0)
     stats.count("/etcdserverpb.KV/Range", grpc.StatusCode.OUT_OF_RANGE.value[0])
     text = rendered(*GrpcCollector(stats, lambda: {"/etcdserverpb.Watch/Watch": 2}).collect())
-    handled = {}
-    started = {}
+    families: dict[str, dict[tuple[str, str, str | None], float]] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             key = (s.labels["grpc_service"], s.labels["grpc_method"], s.labels.get("grpc_code"))
-            (handled if s.name == "grpc_server_handled_total" else started)[key] = s.value
+            families.setdefault(s.name, {})[key] = s.value
+    handled, started = families["grpc_server_handled_total"], families["grpc_server_started_total"]
+    received, sent = families["grpc_server_msg_received_total"], families["grpc_server_msg_sent_total"]
     assert len(handled) == len(METHOD_LABELS) * len(GO_CODE_NAMES)
     assert handled[("etcdserverpb.KV", "Put", "OK")] == 2
     assert handled[("etcdserverpb.KV", "Range", "OutOfRange")] == 1
     assert handled[("etcdserverpb.KV", "Range", "Canceled")] == 0
     assert started[("etcdserverpb.Watch", "Watch", None)] == 2
+    # unary: a request received per call started, a response sent per call that succeeded
+    assert received[("etcdserverpb.KV", "Range", None)] == 1 and sent[("etcdserverpb.KV", "Range", None)] == 0
+    assert received[("etcdserverpb.KV", "Put", None)] == sent[("etcdserverpb.KV", "Put", None)] == 2
+    assert received[("etcdserverpb.Watch", "Watch", None)] == 0  # streams: counted message by message
     assert "grpc_server_handling_seconds" not in text  # only with --metrics=extensive
     stats.track_latency = True
     stats.observe("/etcdserverpb.KV/Put", 0.002)
