@@ -22,8 +22,8 @@ from cluster.testing.procs import REPO_ROOT
 from tests.conftest import require_etcdctl
 
 RUNBOOK = REPO_ROOT / "docs" / "operations.md"
-RUNBOOK_SECONDS = 120
-"""The whole document's bound: about 75 s here with other suites loading both cores."""
+RUNBOOK_SECONDS = 150
+"""The whole document's bound: 70-95 s here, depending on how much other suites load the 2 cores."""
 SH_BLOCK = re.compile(r"^```sh\n(.*?)^```$", re.S | re.M)
 
 # (text identifying one block, patterns its output must contain): what the document says happens.
