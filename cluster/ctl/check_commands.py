@@ -8,6 +8,7 @@ lines; the statistics and verdicts are in check_report.py.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -151,17 +152,17 @@ async def run_check_perf(s: Session) -> None:
         bar.start()
 
         async def produce(queue: asyncio.Queue[rpc_pb2.PutRequest | None]) -> None:
-            """Go's rate.Limiter(limit, burst 1) until the load's duration is up."""
+            """Go's rate.Limiter(limit, burst 1) until the load's duration is up: each put waits one
+            interval after the previous one, or not at all if the queue held it back longer; a put
+            that could only start after the deadline is not made (limiter.Wait's context error)."""
             interval = 1.0 / load.limit
             deadline = time.monotonic() + load.duration
-            next_at = time.monotonic()
-            while next_at <= deadline:
-                delay = next_at - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+            last = -math.inf
+            while (send_at := max(last + interval, time.monotonic())) <= deadline:
+                await asyncio.sleep(send_at - time.monotonic())
                 key = random_key(prefix.encode(), PERF_KEY_SIZE, rng)
                 await queue.put(rpc_pb2.PutRequest(key=key, value=value))
-                next_at = max(next_at + interval, time.monotonic() - interval)
+                last = send_at
 
         async def tick() -> None:
             for _ in range(load.duration):
