@@ -9,7 +9,9 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import pytest
 import yaml
 
 from cluster.server.config import parse_config
+from cluster.testing.ports import free_port
 from cluster.testing.procs import REPO_ROOT, NodeProcess, etcdctl
 from gateway.config import parse_gateway_args
 from grpcproxy.config import parse_proxy_args
@@ -114,6 +117,42 @@ def test_the_gateway_and_proxy_units_command_lines_parse() -> None:
     assert proxy[1:3] == ["grpc-proxy", "start"]
     proxy_config = parse_proxy_args(proxy[3:])
     assert proxy_config.listen_port == 23791
+
+
+def test_the_member_unit_is_type_notify_and_the_node_notifies_once_it_serves(tmp_path: Path) -> None:
+    assert "Type=notify" in (DEPLOY / "systemd" / "quorum.service").read_text()
+    client, peer = free_port(), free_port()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        manager.bind(str(tmp_path / "notify"))
+        manager.settimeout(60)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "QUORUM_"))}
+        env.update(NOTIFY_SOCKET=str(tmp_path / "notify"), PYTHONPATH=str(REPO_ROOT))
+        member = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cluster.server.main",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{client}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{client}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer}",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            assert manager.recv(64) == b"READY=1"
+            assert etcdctl(f"127.0.0.1:{client}", "put", "k", "v").stdout == "OK\n"
+        finally:
+            member.terminate()
+            member.wait(timeout=20)
 
 
 # ---- container image and compose ----
