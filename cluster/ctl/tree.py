@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable
 
 from cluster.ctl.auth_commands import auth_commands
+from cluster.ctl.check_commands import check_commands
 from cluster.ctl.cluster_commands import defrag_and_move_leader, member_commands
 from cluster.ctl.cluster_health import cluster_health_command
 from cluster.ctl.cobra import Command, Invocation
@@ -33,11 +34,6 @@ MEMBER_LIST_LONG = (
 
 # Commands etcdctl has that quorumctl does not run yet: (path, short description).
 NOT_IMPLEMENTED: tuple[tuple[str, str], ...] = (
-    (
-        "check datascale",
-        "Check the memory usage of holding data for different workloads on a given server endpoint.",
-    ),
-    ("check perf", "Check the performance of the etcd cluster"),
     ("completion bash", "Generate the autocompletion script for bash"),
     ("completion fish", "Generate the autocompletion script for fish"),
     ("completion powershell", "Generate the autocompletion script for powershell"),
@@ -82,6 +78,7 @@ def build_tree(make_session: SessionFactory) -> Command:
     groups["member"].add(member_list_command(runner), *member_commands(runner))
     groups["lease"].add(*lease_commands(runner))
     groups["snapshot"].add(*snapshot_commands(runner))
+    groups["check"].add(*check_commands(runner))
     for group, commands in auth_commands(runner).items():
         groups[group].add(*commands)
     next(c for c in groups["member"].children if c.name == "list").long = MEMBER_LIST_LONG

@@ -16,8 +16,9 @@ from cluster.server.log import setup_logging
 log = logging.getLogger("quorum.main")
 
 
-async def serve(cfg: ServerConfig) -> None:
-    """Start the member and its client server; return after SIGTERM/SIGINT and a clean shutdown."""
+async def serve(cfg: ServerConfig, notify_socket: str | None = None) -> None:
+    """Start the member and its client server; return after SIGTERM/SIGINT and a clean shutdown.
+    Once it serves, systemd is told through ``notify_socket`` ($NOTIFY_SOCKET), as etcd does."""
     from cluster.server.join import JoinError
     from cluster.server.node import MemberRemoved, QuorumNode
     from cluster.services.grpc_server import build_server
@@ -64,6 +65,7 @@ async def serve(cfg: ServerConfig) -> None:
                     "serving client traffic insecurely; this is strongly discouraged!",
                     extra={"address": url.netloc},
                 )
+        _notify_systemd(notify_socket)
         await asyncio.wait({stopper, stopped}, return_when=asyncio.FIRST_COMPLETED)
     if stopper.done():
         log.info("received signal; shutting down")
@@ -74,6 +76,16 @@ async def serve(cfg: ServerConfig) -> None:
     await node.stop()
     for task in (waiter, stopper, stopped):
         task.cancel()
+
+
+def _notify_systemd(notify_socket: str | None) -> None:
+    from cluster.server.sdnotify import notify
+
+    try:
+        if notify(notify_socket):
+            log.info("successfully notified init daemon")
+    except OSError as exc:
+        log.error("failed to notify systemd for readiness", extra={"error": str(exc)})
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -103,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         pass
     try:
-        runner(serve(cfg))
+        runner(serve(cfg, os.environ.get("NOTIFY_SOCKET")))
     except KeyboardInterrupt:
         pass
 
