@@ -54,6 +54,34 @@ _HEALTH_METHODS = (
 )
 
 
+_PEER_COUNTERS = (
+    # (name, help, label, PeerStats field): rafthttp's per-peer counters
+    ("etcd_network_peer_sent_bytes_total", "The total number of bytes sent to peers.", "To", "bytes_sent"),
+    ("etcd_network_peer_received_bytes_total", "The total number of bytes received from peers.", "From",
+     "bytes_received"),
+    ("etcd_network_peer_sent_failures_total", "The total number of send failures from peers.", "To",
+     "messages_dropped"),
+    ("etcd_network_peer_received_failures_total", "The total number of receive failures from peers.", "From",
+     "messages_malformed"),
+    ("etcd_network_snapshot_send_success", "Total number of successful snapshot sends", "To",
+     "snapshots_sent"),
+    ("etcd_network_snapshot_send_failures", "Total number of snapshot send failures", "To",
+     "snapshot_send_failures"),
+    ("etcd_network_snapshot_receive_success", "Total number of successful snapshot receives", "From",
+     "snapshots_received"),
+)  # fmt: skip
+
+
+def _peer_families(stats: dict[int, Any]) -> Iterator[Metric]:
+    """etcd_network_* counters per peer from the transport's PeerStats (a message dropped on the way
+    to a peer, queue full or connection lost, is a send failure, as rafthttp counts it)."""
+    for name, doc, label, field in _PEER_COUNTERS:
+        family = CounterMetricFamily(name, doc, labels=[label])
+        for peer_id, peer in sorted(stats.items()):
+            family.add_metric([ids.format_id(peer_id)], getattr(peer, field))
+        yield family
+
+
 def _method_labels() -> dict[str, tuple[str, str, str]]:
     """path -> (grpc_type, grpc_service, grpc_method) for every method the client port serves."""
     out = {path: (info.grpc_type, info.service, info.method) for path, info in METHODS.items()}
@@ -215,6 +243,8 @@ class MemberCollector:
         for peer_id, hist in sorted(self.peer_rtt.items()):
             add_histogram(rtt, hist, [ids.format_id(peer_id)])
         yield rtt
+        peers = getattr(node, "peers", None)
+        yield from _peer_families(peers.transport.stats() if peers is not None else {})
 
     def observe_rtt(self, peer_id: int, seconds: float) -> None:
         hist = self.peer_rtt.get(peer_id)
