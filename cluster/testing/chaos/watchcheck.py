@@ -170,7 +170,14 @@ def check_stream(watch: WatchStream, history: CommittedHistory, keyspace: tuple[
     serial = 0
     for s, seg in enumerate(watch.segments):
         if s and seg.start_revision > last + 1:
-            allowed_gaps.append((last + 1, seg.start_revision - 1))  # the runner resumes after compaction
+            compacted_to = max((r.compact_revision for r in watch.segments[s - 1].responses), default=0)
+            if compacted_to >= seg.start_revision:
+                allowed_gaps.append((last + 1, seg.start_revision - 1))
+            else:
+                problems.append(
+                    f"{name} segment {s}: resumed at rev {seg.start_revision}, past undelivered revisions "
+                    f"after {last} without a compaction"
+                )
         if not s:
             allowed_gaps.append((0, seg.start_revision - 1))
         for resp in seg.responses:

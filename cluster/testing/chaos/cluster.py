@@ -1,0 +1,114 @@
+"""A three-member cluster (Quorum or real etcd) on 127.0.0.1-3 whose peer links all pass through
+FaultProxies, so the fault injectors can partition and delay members.
+
+Each member advertises its proxy's URL as its peer URL; the proxy forwards to the member's real
+``--listen-peer-urls``. Proxies label connections by the dialling member (`ProcessGroupIdentifier`), so
+`ProxyNetwork.isolate` cuts both directions (see the faultproxy module docstring for why that matters).
+
+Invariant: `close()` resumes stopped members, kills every process, removes the temp dirs and stops the
+proxies, whatever state the run left them in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from dataclasses import dataclass, field
+
+import grpc
+
+from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from cluster.testing.faultproxy import FaultProxy, ProcessGroupIdentifier, ProxyNetwork
+from cluster.testing.procs import NODE_KINDS, NodeProcess
+
+HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+TIMING = ("--heartbeat-interval=50", "--election-timeout=500")
+
+
+class _ProxiedPeerUrl:
+    """Mixin: advertise ``advertised_peer_url`` (the proxy) instead of the listen URL."""
+
+    advertised_peer_url = ""
+
+    def base_flags(self) -> list[str]:
+        flags: list[str] = super().base_flags()  # type: ignore[misc]
+        key = "--initial-advertise-peer-urls="
+        return [key + self.advertised_peer_url if f.startswith(key) else f for f in flags]
+
+
+def _member_class(kind: str) -> type[NodeProcess]:
+    return type(f"Proxied{NODE_KINDS[kind].__name__}", (_ProxiedPeerUrl, NODE_KINDS[kind]), {})
+
+
+@dataclass
+class ChaosCluster:
+    kind: str
+    members: list[NodeProcess]
+    network: ProxyNetwork
+    paused: set[str] = field(default_factory=set)
+    killed: set[str] = field(default_factory=set)
+    """Members down because a fault killed them (any other dead member crashed)."""
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members]
+
+    def member(self, name: str) -> NodeProcess:
+        return next(m for m in self.members if m.name == name)
+
+    def leader(self, timeout: float = 1.0) -> NodeProcess | None:
+        """The member that says it is the leader (asked over Maintenance.Status), if any answers so."""
+        for m in self.members:
+            if not m.running or m.name in self.paused:
+                continue
+            try:
+                with grpc.insecure_channel(m.endpoint) as ch:
+                    st = rpc_pb2_grpc.MaintenanceStub(ch).Status(rpc_pb2.StatusRequest(), timeout=timeout)
+            except grpc.RpcError:
+                continue
+            if st.leader and st.leader == st.header.member_id:
+                return m
+        return None
+
+    def signal(self, member: NodeProcess, sig: int) -> None:
+        if member.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(member.pid, sig)
+
+    def crashed(self) -> list[str]:
+        """Members whose process exited though no fault killed it."""
+        return [m.name for m in self.members if not m.running and m.name not in self.killed]
+
+    def close(self) -> None:
+        for m in self.members:
+            if m.name in self.paused:
+                self.signal(m, signal.SIGCONT)
+            m.close()
+        self.network.close()
+
+
+def start_cluster(kind: str, *flags: str, ready_timeout: float = 60.0) -> ChaosCluster:
+    """Start three members of ``kind`` behind peer proxies and wait until each serves."""
+    cls = _member_class(kind)
+    members = [cls(name=f"m{i + 1}", host=host, flags=[*TIMING, *flags]) for i, host in enumerate(HOSTS)]
+    identify = ProcessGroupIdentifier(lambda: {m.pid: m.name for m in members if m.pid is not None})
+    proxies: dict[str, FaultProxy] = {}
+    cluster = ChaosCluster(kind, members, ProxyNetwork(proxies))
+    try:
+        for m in members:
+            proxy = FaultProxy((m.host, 0), (m.host, m.peer_port), identify=identify, name=f"peer-{m.name}")
+            proxies[m.name] = proxy.start()
+            m.advertised_peer_url = proxy.url  # type: ignore[attr-defined]
+        cluster.network = ProxyNetwork(proxies)
+        initial = ",".join(f"{m.name}={m.advertised_peer_url}" for m in members)  # type: ignore[attr-defined]
+        for m in members:
+            m.initial_cluster = initial
+            m.start(wait=False)
+        for m in members:
+            m.wait_ready(timeout=ready_timeout)
+    except BaseException:
+        cluster.network = ProxyNetwork(proxies)
+        cluster.close()
+        raise
+    return cluster
