@@ -240,3 +240,20 @@ def test_resume_after_compaction_may_skip_the_compacted_revisions() -> None:
     assert check_watches(three_puts().ops, [resumed], KEYSPACE).ok
     skipped_more = WatchStream(0, b"k", b"l", False, (WatchSegment(2, (WatchResponse(0.0, (A, C)),)),))
     assert not check_watches(three_puts().ops, [skipped_more], KEYSPACE).ok
+
+
+def test_watch_started_late_may_resume_at_its_start_before_any_event() -> None:
+    broken = WatchSegment(3, (), end="UNAVAILABLE")
+    resumed = WatchSegment(3, (WatchResponse(1.0, (B,)), WatchResponse(2.0, (C,))))
+    late = WatchStream(0, b"k", b"l", True, (broken, resumed))
+    assert check_watches(three_puts().ops, [late], KEYSPACE).ok
+    skipped = WatchStream(0, b"k", b"l", True, (broken, WatchSegment(4, (WatchResponse(2.0, (C,)),))))
+    assert not check_watches(three_puts().ops, [skipped], KEYSPACE).ok
+
+
+def test_prev_kv_may_be_missing_only_when_compaction_removed_it() -> None:
+    no_prev = put_event("k1", "b", 2, 3, 2)  # etcd reads prev_kv at rev 2: gone after a compaction at 3
+    ops = three_puts().ops
+    watch = stream((A,), (no_prev,), (C,), prev_kv=True)
+    assert check_watches(ops, [watch], KEYSPACE, compactions=[3]).ok
+    assert not check_watches(ops, [watch], KEYSPACE, compactions=[2]).ok

@@ -20,17 +20,19 @@ import grpc
 
 from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from cluster.testing.chaos.cluster import ChaosCluster
+from cluster.testing.chaos.history import History
 from cluster.testing.procs import NodeProcess, NodeStartError
 
 FAULT_KINDS = ("kill", "pause", "partition", "delay", "compact", "defrag")
 
 
 class FaultInjector:
-    def __init__(self, cluster: ChaosCluster, seed: int, kinds: tuple[str, ...]) -> None:
+    def __init__(self, cluster: ChaosCluster, seed: int, kinds: tuple[str, ...], history: History) -> None:
         unknown = set(kinds) - set(FAULT_KINDS)
         if unknown:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(FAULT_KINDS)}")
         self.cluster = cluster
+        self.history = history
         self.kinds = kinds
         self.rng = random.Random(seed)
         self.log: list[str] = []
@@ -127,6 +129,7 @@ class FaultInjector:
                 current = kv.Range(rpc_pb2.RangeRequest(key=b"\0", limit=1), timeout=3).header.revision
                 target = max(1, current - self.rng.randrange(0, 30))
                 physical = self.rng.random() < 0.5
+                self.history.add_compaction(target)  # before the request: it may apply and still fail
                 kv.Compact(rpc_pb2.CompactionRequest(revision=target, physical=physical), timeout=10)
             self._note(f"compact at rev {target} (physical={physical}) via {member.name}")
         except grpc.RpcError as exc:

@@ -167,6 +167,8 @@ class History:
 
     operations: list[Operation] = field(default_factory=list)
     watches: list[WatchStream] = field(default_factory=list)
+    compactions: list[int] = field(default_factory=list)
+    """Revisions compacted at during the run (etcd omits a prev_kv that compaction removed)."""
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -190,6 +192,10 @@ class History:
         with self._lock:
             self.operations.append(op)
         return op
+
+    def add_compaction(self, revision: int) -> None:
+        with self._lock:
+            self.compactions.append(revision)
 
     def add_watch(self, stream: WatchStream) -> None:
         with self._lock:
@@ -223,6 +229,7 @@ class History:
                 {"kind": type(op.request).__name__, "op": clean(asdict(op))} for op in self.operations
             ],
             "watches": [clean(asdict(w)) for w in self.watches],
+            "compactions": self.compactions,
         }
         return json.dumps(data, indent=None)
 

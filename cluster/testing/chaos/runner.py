@@ -45,6 +45,8 @@ class Verdict:
     """True: no violation; False: a violation; None: inconclusive (the search budget ran out)."""
     summary: list[str] = field(default_factory=list)
     report_dir: Path | None = None
+    history: History | None = None
+    """The recorded history (with its watch streams), for callers that want to look further."""
 
     def text(self) -> str:
         head = {True: "PASS", False: "VIOLATION", None: "INCONCLUSIVE"}[self.ok]
@@ -120,7 +122,7 @@ async def _drive(cluster: ChaosCluster, config: RunConfig, report_dir: Path) -> 
     watch_tasks = [asyncio.create_task(w.run(stop_watches)) for w in watches]
     clients = [KvClient(i, endpoints, history, config.seed, cfg) for i in range(cfg.clients)]
     client_tasks = [asyncio.create_task(c.run(stop_clients)) for c in clients]
-    injector = FaultInjector(cluster, config.seed, config.faults)
+    injector = FaultInjector(cluster, config.seed, config.faults, history)
     fault_task = asyncio.create_task(injector.run(stop_faults))
     late = await _late_watch(history, cfg, endpoints, config.duration / 3, stop_clients)
     if late is not None:
@@ -176,7 +178,11 @@ def _judge(
     )
     lin_seconds = time.monotonic() - started
     watch = check_watches(
-        history.operations, streams, config.workload.keyspace, report_path=report_dir / "watch.txt"
+        history.operations,
+        streams,
+        config.workload.keyspace,
+        compactions=history.compactions,
+        report_path=report_dir / "watch.txt",
     )
     if problems:
         (report_dir / "run.txt").write_text("\n".join(problems) + "\n")
@@ -200,7 +206,7 @@ def _judge(
     ok: bool | None = lin.ok is True and watch.ok and not problems
     if lin.ok is None and watch.ok and not problems:
         ok = None
-    return Verdict(ok, summary)
+    return Verdict(ok, summary, history=history)
 
 
 def _word(ok: bool | None) -> str:
