@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
@@ -49,6 +53,8 @@ class ChaosCluster:
     paused: set[str] = field(default_factory=set)
     killed: set[str] = field(default_factory=set)
     """Members down because a fault killed them (any other dead member crashed)."""
+    disks: dict[str, Path] = field(default_factory=dict)
+    """Member name -> the small tmpfs holding its data dir (only when asked for, and mounted)."""
 
     @property
     def endpoints(self) -> list[str]:
@@ -86,15 +92,51 @@ class ChaosCluster:
                 self.signal(m, signal.SIGCONT)
             m.close()
         self.network.close()
+        for disk in self.disks.values():
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True, check=False)
+            shutil.rmtree(disk, ignore_errors=True)
 
 
-def start_cluster(kind: str, *flags: str, ready_timeout: float = 60.0) -> ChaosCluster:
-    """Start three members of ``kind`` behind peer proxies and wait until each serves."""
+def mount_small_disk(size_mb: int) -> Path | None:
+    """A fresh tmpfs of ``size_mb`` MiB on a temp dir (needs root); None if it cannot be mounted."""
+    where = Path(tempfile.mkdtemp(prefix="chaos-disk-"))
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(where)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        where.rmdir()
+        return None
+    return where
+
+
+def start_cluster(
+    kind: str, *flags: str, ready_timeout: float = 60.0, disk_mb: int | None = None
+) -> ChaosCluster:
+    """Start three members of ``kind`` behind peer proxies and wait until each serves; with ``disk_mb``
+    each member's data dir is on its own tmpfs of that size, if one can be mounted (else `disks` is
+    empty and the data dirs are ordinary temp dirs)."""
     cls = _member_class(kind)
-    members = [cls(name=f"m{i + 1}", host=host, flags=[*TIMING, *flags]) for i, host in enumerate(HOSTS)]
+    disks: dict[str, Path] = {}
+    if disk_mb is not None:
+        for i in range(len(HOSTS)):
+            disk = mount_small_disk(disk_mb)
+            if disk is None:
+                break
+            disks[f"m{i + 1}"] = disk
+    members = [
+        cls(
+            name=f"m{i + 1}",
+            host=host,
+            flags=[*TIMING, *flags],
+            data_dir=disks[f"m{i + 1}"] / "data" if f"m{i + 1}" in disks else None,
+        )
+        for i, host in enumerate(HOSTS)
+    ]
     identify = ProcessGroupIdentifier(lambda: {m.pid: m.name for m in members if m.pid is not None})
     proxies: dict[str, FaultProxy] = {}
-    cluster = ChaosCluster(kind, members, ProxyNetwork(proxies))
+    cluster = ChaosCluster(kind, members, ProxyNetwork(proxies), disks=disks)
     try:
         for m in members:
             proxy = FaultProxy((m.host, 0), (m.host, m.peer_port), identify=identify, name=f"peer-{m.name}")

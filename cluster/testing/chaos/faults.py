@@ -11,10 +11,13 @@ and never stall the workload's event loop. Every fault is logged with its time f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import shutil
 import signal
 import time
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 
@@ -23,7 +26,9 @@ from cluster.testing.chaos.cluster import ChaosCluster
 from cluster.testing.chaos.history import History
 from cluster.testing.procs import NodeProcess, NodeStartError
 
-FAULT_KINDS = ("kill", "pause", "partition", "delay", "compact", "defrag")
+ENOSPC = "No space left on device"
+
+FAULT_KINDS = ("kill", "pause", "partition", "delay", "compact", "defrag", "member", "diskfull")
 
 
 class FaultInjector:
@@ -36,6 +41,7 @@ class FaultInjector:
         self.kinds = kinds
         self.rng = random.Random(seed)
         self.log: list[str] = []
+        self.injected = 0
         self.errors: list[str] = []
         """Faults that could not be healed (a member that did not come back): violations of the run."""
         self._started = time.monotonic()
@@ -46,6 +52,8 @@ class FaultInjector:
             "delay": self.delay,
             "compact": self.compact,
             "defrag": self.defrag,
+            "member": self.replace_member,
+            "diskfull": self.fill_disk,
         }
 
     def _note(self, text: str) -> None:
@@ -72,7 +80,12 @@ class FaultInjector:
             except TimeoutError:
                 pass
             kind = self.rng.choice(self.kinds)
-            await asyncio.to_thread(self._actions[kind])
+            self.injected += 1
+            try:
+                await asyncio.to_thread(self._actions[kind])
+            except Exception as exc:  # a fault that cannot be carried out is a finding, not a crash
+                self.errors.append(f"{kind} fault failed: {exc!r}")
+                self._note(f"{kind} FAILED: {exc!r}")
 
     # ------------------------------------------------------------------------------------ the faults
 
@@ -85,9 +98,9 @@ class FaultInjector:
         time.sleep(down)
         self.restart(victim)
 
-    def restart(self, member: NodeProcess) -> None:
+    def restart(self, member: NodeProcess, *flags: str) -> None:
         try:
-            member.start(timeout=60)
+            member.start(*flags, timeout=60)
         except NodeStartError as exc:
             self.errors.append(f"{member.name} did not restart: {exc}")
             self._note(f"restart of {member.name} FAILED")
@@ -144,6 +157,82 @@ class FaultInjector:
         except grpc.RpcError as exc:
             self._note(f"defrag {member.name} failed: {exc.code()}")
 
+    def fill_disk(self) -> None:
+        """Fill the tmpfs under a member's data dir for a while, then free it. A member may die of
+        ENOSPC (etcd exits on a failed WAL write); it is then restarted like a killed one."""
+        victim, length = self._victim(), self._duration()
+        disk = self.cluster.disks.get(victim.name)
+        if disk is None:
+            self._note("diskfull skipped: no small disk mounted (needs root)")
+            return
+        filler = disk / "filler"
+        self._note(f"fill the disk of {victim.name} for {length:.2f}s")
+        with contextlib.suppress(OSError), open(filler, "wb") as f:
+            chunk = b"\0" * (1 << 20)
+            while True:
+                f.write(chunk)
+                f.flush()
+        time.sleep(length)
+        filler.unlink(missing_ok=True)
+        self._recover_from_full_disk(victim)
+
+    def _recover_from_full_disk(self, member: NodeProcess) -> None:
+        """A member that hit ENOSPC stops (as etcd does on a failed backend commit or WAL write), but its
+        shutdown takes a moment: wait for it (bounded) and restart it like a killed one."""
+        if member.running and ENOSPC not in member.current_log():
+            return
+        deadline = time.monotonic() + 15
+        while member.running and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if member.running:
+            self._note(f"{member.name} logged ENOSPC and kept running")
+            return
+        self._note(f"{member.name} exited after ENOSPC")
+        self.cluster.killed.add(member.name)
+        self.restart(member)
+
+    def replace_member(self) -> None:
+        """Remove a member, wipe its data and add it back as a new member (same name and peer URL):
+        a membership change in each direction, and a snapshot sent to a member that starts empty."""
+        victim = self._victim()
+        others = [m for m in self.cluster.members if m is not victim and m.running]
+        self._note(f"member remove {victim.name}")
+        ids = {m.name: m.ID for m in self._membership(others, rpc_pb2.MemberListRequest()).members}
+        if victim.name not in ids:
+            self.errors.append(f"{victim.name} is not in the member list: {sorted(ids)}")
+            return
+        self.cluster.killed.add(victim.name)  # a removed member stops itself
+        self._membership(others, rpc_pb2.MemberRemoveRequest(ID=ids[victim.name]))
+        deadline = time.monotonic() + 20
+        while victim.running and time.monotonic() < deadline:
+            time.sleep(0.1)
+        victim.kill()
+        shutil.rmtree(victim.data_dir, ignore_errors=True)
+        url = victim.advertised_peer_url  # type: ignore[attr-defined]
+        self._membership(others, rpc_pb2.MemberAddRequest(peerURLs=[url]))
+        self._note(f"member add {victim.name} (empty data dir)")
+        self.restart(victim, "--initial-cluster-state=existing")
+
+    def _membership(self, via: list[NodeProcess], request: object) -> Any:
+        """A Cluster RPC through any of ``via``, retried while the cluster says it is unhealthy (etcd
+        refuses changes until every voter has been connected for 5 s) or has no leader, for up to 30 s."""
+        method = {
+            "MemberListRequest": "MemberList",
+            "MemberRemoveRequest": "MemberRemove",
+            "MemberAddRequest": "MemberAdd",
+        }[type(request).__name__]
+        deadline = time.monotonic() + 30
+        while True:
+            member = self.rng.choice(via)
+            try:
+                with grpc.insecure_channel(member.endpoint) as ch:
+                    return getattr(rpc_pb2_grpc.ClusterStub(ch), method)(request, timeout=5)
+            except grpc.RpcError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                self._note(f"{method} via {member.name}: {exc.code()} {exc.details()}; retrying")  # type: ignore[attr-defined]
+                time.sleep(0.5)
+
     def heal_all(self) -> None:
         """Undo whatever is left: heal the network, resume paused and restart killed members."""
         self.cluster.network.heal()
@@ -153,3 +242,5 @@ class FaultInjector:
                 self.cluster.paused.discard(m.name)
             if m.name in self.cluster.killed and not m.running:
                 self.restart(m)
+            elif m.name in self.cluster.disks:
+                self._recover_from_full_disk(m)

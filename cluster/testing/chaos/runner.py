@@ -26,6 +26,8 @@ from cluster.testing.chaos.workload import Channels, KvClient, WorkloadConfig, p
 
 RECOVERY_TIMEOUT = 60.0
 CATCH_UP_TIMEOUT = 20.0
+DISK_MB = 192
+"""Per-member tmpfs for the diskfull fault: room for one preallocated 64 MiB WAL segment and the rest."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,8 @@ def run(config: RunConfig) -> Verdict:
     report_dir = config.report_dir or Path(tempfile.mkdtemp(prefix=f"chaos-{config.target}-{config.seed}-"))
     report_dir.mkdir(parents=True, exist_ok=True)
     flags = ("--snapshot-count=200",)  # snapshots and log compaction happen during short runs too
-    cluster = start_cluster(config.target, *flags)
+    disk_mb = DISK_MB if "diskfull" in config.faults else None
+    cluster = start_cluster(config.target, *flags, disk_mb=disk_mb)
     try:
         verdict = asyncio.run(_drive(cluster, config, report_dir))
         if verdict.ok is not True:
@@ -86,8 +89,13 @@ def _watches(cfg: WorkloadConfig, endpoints: list[str]) -> list[LogicalWatch]:
 async def _until_ok(
     history: History, channels: Channels, request: Put | Range, deadline: float
 ) -> Response | None:
-    """Repeat ``request`` (recording every try) until it succeeds or the deadline passes."""
+    """Repeat ``request`` (recording every try) until it succeeds or the deadline passes. A Put's
+    value gets the attempt number: values must stay unique, an unknown attempt may still apply."""
+    attempt = 0
     while time.monotonic() < deadline:
+        attempt += 1
+        if isinstance(request, Put):
+            request = Put(request.key, request.value.split(b"#")[0] + b"#%d" % attempt)
         resp = await perform(history, channels, 99, request, 5.0)
         if resp is not None:
             return resp
@@ -192,7 +200,7 @@ def _judge(
         f"faults={','.join(config.faults)}",
         f"operations: {counts['ok']} ok, {counts['unknown']} unknown, {counts['failed']} failed; "
         f"watch events: {counts['watch_events']} in {len(streams)} streams",
-        f"faults injected: {len(injector.log)}",
+        f"faults injected: {injector.injected}",
         f"linearizability: {_word(lin.ok)} ({lin.operations} ops searched, "
         f"{lin.dropped_unknown} unknown dropped, "
         f"{lin.maybe} maybe, {lin.steps} steps, {lin_seconds:.1f}s)",

@@ -24,7 +24,9 @@ ROTATION = (
     "partition",
     "delay",
     "compact,defrag",
-    "kill,pause,partition,delay,compact,defrag",
+    "member,kill",
+    "diskfull,compact",
+    "kill,pause,partition,delay,compact,defrag,member,diskfull",
 )
 
 
