@@ -6,11 +6,16 @@ Exit code: 0 no violation, 1 a violation, 2 inconclusive (the linearizability se
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
 from cluster.testing.chaos.faults import FAULT_KINDS
 from cluster.testing.chaos.runner import RunConfig, run
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     config = RunConfig(
         args.seed, args.duration, faults, args.target, args.report_dir, search_budget=args.search_budget
     )
+    signal.signal(signal.SIGTERM, _interrupt)  # so that `run` closes the cluster on the way out
     verdict = run(config)
     print(verdict.text(), flush=True)
     return {True: 0, False: 1, None: 2}[verdict.ok]

@@ -40,21 +40,21 @@ def one_run(seed: int, duration: float, target: str, timeout: float) -> tuple[st
         sys.executable, "-m", "cluster.testing.chaos", f"--seed={seed}", f"--duration={duration}",
         f"--faults={faults_for(seed)}", f"--target={target}",
     ]  # fmt: skip
+    out = subprocess.PIPE
+    proc = subprocess.Popen(cmd, stdout=out, stderr=out, text=True, cwd=REPO_ROOT, env=_python_env(None))
     try:
-        done = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=REPO_ROOT,
-            env=_python_env(None),
-            check=False,
-        )
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        return "TIMEOUT", f"no verdict within {timeout}s"
+        proc.terminate()  # the runner closes its cluster on SIGTERM
+        try:
+            stdout, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+        return "TIMEOUT", f"no verdict within {timeout}s\n{stdout}{stderr[-3000:]}"
     words = {0: "PASS", 1: "VIOLATION", 2: "INCONCLUSIVE"}
-    output = (done.stdout + done.stderr[-3000:]).strip()
-    return words.get(done.returncode, f"ERROR({done.returncode})"), output
+    output = (stdout + stderr[-3000:]).strip()
+    return words.get(proc.returncode, f"ERROR({proc.returncode})"), output
 
 
 def main(argv: list[str] | None = None) -> int:
