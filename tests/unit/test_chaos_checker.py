@@ -3,6 +3,7 @@ concurrency and unknown outcomes both applied and not) is accepted."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -257,3 +258,82 @@ def test_prev_kv_may_be_missing_only_when_compaction_removed_it() -> None:
     watch = stream((A,), (no_prev,), (C,), prev_kv=True)
     assert check_watches(ops, [watch], KEYSPACE, compactions=[3]).ok
     assert not check_watches(ops, [watch], KEYSPACE, compactions=[2]).ok
+
+
+# ------------------------------------------------------------------------------------ generated histories
+
+
+def generated_history(seed: int, count: int, overlap: float) -> list[Operation]:
+    """A linearizable history by construction: ops take effect on the model in order at times 0, 1, ...
+    and are invoked up to ``overlap`` before and return up to ``overlap`` after that point; 5% of the
+    writes get an unknown outcome, half of those never applied."""
+    import random
+
+    from cluster.testing.chaos.model import INITIAL, apply
+
+    rng = random.Random(seed)
+    state, history = INITIAL, History()
+    for i in range(count):
+        key = b"k%d" % rng.randrange(4)
+        roll = rng.random()
+        request: Put | Range | Delete | Txn
+        if roll < 0.4:
+            request = Put(key, b"v%d" % i)
+        elif roll < 0.7:
+            request = Range(key) if rng.random() < 0.5 else EVERYTHING
+        elif roll < 0.85:
+            request = Delete(key)
+        else:
+            cmp = Compare(
+                key, "mod", "=", state.get(key).mod_revision if state.get(key) and rng.random() < 0.6 else 1
+            )
+            request = Txn((cmp,), (Put(key, b"t%d" % i),), (Range(key),))
+        invoke, ret = i - rng.uniform(0, overlap), i + rng.uniform(0, overlap)
+        if not isinstance(request, Range) and rng.random() < 0.05:
+            if rng.random() < 0.5:
+                state, _ = apply(state, request)
+            history.record(i % 4, request, invoke, "unknown")
+            continue
+        state, response = apply(state, request)
+        if isinstance(request, Put):
+            response = Response(response.revision)
+        history.record(i % 4, request, invoke, "ok", response, ret=ret)
+    return history.operations
+
+
+def test_generated_linearizable_histories_are_accepted_quickly() -> None:
+    for seed in range(3):
+        ops = generated_history(seed, 1000, overlap=6.0)
+        result = check_history(ops, budget_seconds=20)
+        assert result.ok is True, result.report
+
+
+def test_generated_history_with_one_read_made_stale_is_rejected() -> None:
+    ops = generated_history(11, 800, overlap=3.0)
+    reads = [
+        i for i, op in enumerate(ops)
+        if op.outcome == "ok" and isinstance(op.request, Range) and not op.request.range_end
+        and op.response and op.response.results[0].kvs and op.response.results[0].kvs[0].version > 1  # type: ignore[union-attr]
+    ]  # fmt: skip
+    i = reads[len(reads) // 2]
+    op = ops[i]
+    assert op.response is not None
+    (current,) = op.response.results[0].kvs  # type: ignore[union-attr]
+    older = KeyValue(
+        current.key, b"stale", current.create_revision, current.mod_revision - 1, current.version - 1
+    )
+    ops[i] = dataclasses.replace(op, response=Response(op.response.revision, True, (RangeResult((older,)),)))
+    assert check_history(ops, budget_seconds=20).ok is False
+
+
+def test_watch_from_a_compact_revision_may_miss_only_a_delete_at_it() -> None:
+    h = three_puts()
+    h.delete("k1", 6, 7, 5)
+    h.put("k2", "d", 8, 9, 6)
+    deleted = WatchEvent("delete", KeyValue(b"k1", b"", 0, 5, 0))
+    d_event = put_event("k2", "d", 4, 6, 2)
+    from_compaction = WatchStream(0, b"k", b"l", False, (WatchSegment(5, (WatchResponse(1.0, (d_event,)),)),))
+    assert check_watches(h.ops, [from_compaction], KEYSPACE, compactions=[5]).ok
+    assert not check_watches(h.ops, [from_compaction], KEYSPACE, compactions=[4]).ok
+    full = stream((A,), (B,), (C,), (deleted,), (d_event,))
+    assert check_watches(h.ops, [full], KEYSPACE, compactions=[5]).ok

@@ -27,6 +27,8 @@ from cluster.testing.faultproxy import FaultProxy, ProcessGroupIdentifier, Proxy
 from cluster.testing.procs import NODE_KINDS, NodeProcess
 
 HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+DISK_ERRORS = ("No space left on device", "Input/output error")
+"""What a member logs when its full disk stops it (LMDB reports EIO as well as ENOSPC on a full tmpfs)."""
 TIMING = ("--heartbeat-interval=50", "--election-timeout=500")
 
 
@@ -53,6 +55,8 @@ class ChaosCluster:
     paused: set[str] = field(default_factory=set)
     killed: set[str] = field(default_factory=set)
     """Members down because a fault killed them (any other dead member crashed)."""
+    disk_filled: set[str] = field(default_factory=set)
+    """Members whose disk a fault filled at some point."""
     disks: dict[str, Path] = field(default_factory=dict)
     """Member name -> the small tmpfs holding its data dir (only when asked for, and mounted)."""
 
@@ -82,9 +86,18 @@ class ChaosCluster:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(member.pid, sig)
 
+    def stopped_by_disk(self, member: NodeProcess) -> bool:
+        """The member's disk was filled and it logged a disk error (it stops then, as etcd does)."""
+        log = member.current_log()
+        return member.name in self.disk_filled and any(e in log for e in DISK_ERRORS)
+
     def crashed(self) -> list[str]:
-        """Members whose process exited though no fault killed it."""
-        return [m.name for m in self.members if not m.running and m.name not in self.killed]
+        """Members whose process exited though no fault killed it (nor filled its disk)."""
+        return [
+            m.name
+            for m in self.members
+            if not m.running and m.name not in self.killed and not self.stopped_by_disk(m)
+        ]
 
     def close(self) -> None:
         for m in self.members:

@@ -26,8 +26,6 @@ from cluster.testing.chaos.cluster import ChaosCluster
 from cluster.testing.chaos.history import History
 from cluster.testing.procs import NodeProcess, NodeStartError
 
-ENOSPC = "No space left on device"
-
 FAULT_KINDS = ("kill", "pause", "partition", "delay", "compact", "defrag", "member", "diskfull")
 
 
@@ -167,6 +165,7 @@ class FaultInjector:
             return
         filler = disk / "filler"
         self._note(f"fill the disk of {victim.name} for {length:.2f}s")
+        self.cluster.disk_filled.add(victim.name)
         with contextlib.suppress(OSError), open(filler, "wb") as f:
             chunk = b"\0" * (1 << 20)
             while True:
@@ -179,15 +178,15 @@ class FaultInjector:
     def _recover_from_full_disk(self, member: NodeProcess) -> None:
         """A member that hit ENOSPC stops (as etcd does on a failed backend commit or WAL write), but its
         shutdown takes a moment: wait for it (bounded) and restart it like a killed one."""
-        if member.running and ENOSPC not in member.current_log():
+        if member.running and not self.cluster.stopped_by_disk(member):
             return
         deadline = time.monotonic() + 15
         while member.running and time.monotonic() < deadline:
             time.sleep(0.1)
         if member.running:
-            self._note(f"{member.name} logged ENOSPC and kept running")
+            self._note(f"{member.name} logged a disk error and kept running")
             return
-        self._note(f"{member.name} exited after ENOSPC")
+        self._note(f"{member.name} exited after a disk error")
         self.cluster.killed.add(member.name)
         self.restart(member)
 
@@ -242,5 +241,5 @@ class FaultInjector:
                 self.cluster.paused.discard(m.name)
             if m.name in self.cluster.killed and not m.running:
                 self.restart(m)
-            elif m.name in self.cluster.disks:
+            elif m.name in self.cluster.disk_filled:
                 self._recover_from_full_disk(m)

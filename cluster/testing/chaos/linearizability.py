@@ -13,8 +13,13 @@ are "patched" first, as etcd's robustness tests do:
 - if the revisions taken by ok writes and observed unknown ones leave no hole up to the highest revision
   seen, the remaining unknown writes cannot have changed anything (a change takes a revision), so they
   are dropped;
-- otherwise they stay, and the model's state is a set of possible states (porcupine's powerset of a
-  nondeterministic model): each may have been applied or not.
+- otherwise they stay as optional steps: the search may place one only where the revision it would
+  take is such a hole (a change anywhere else would collide with a known write, and one after the
+  highest revision is unobservable), and need not place it at all (not applied, or a no-op).
+
+The model's state is kept as a set of possible states (porcupine's powerset of a nondeterministic
+model), which the patching leaves a singleton in practice; the search ends when every required (ok or
+observed) operation is placed.
 
 Unknown reads and failed operations change nothing and are dropped.
 """
@@ -117,8 +122,9 @@ def observations(ops: Iterable[Operation], watches: Iterable[WatchStream]) -> di
     return seen
 
 
-def patch(ops: Iterable[Operation], watches: Iterable[WatchStream] = ()) -> tuple[list[Step], int]:
-    """The steps to search, and how many unknown operations were dropped as having had no effect."""
+def patch(ops: Iterable[Operation], watches: Iterable[WatchStream] = ()) -> tuple[list[Step], int, set[int]]:
+    """The steps to search, how many unknown operations were dropped as having had no effect, and the
+    holes (revisions up to the highest seen that no ok or observed write took)."""
     ops = list(ops)
     seen = observations(ops, watches)
     steps: list[Step] = []
@@ -143,11 +149,11 @@ def patch(ops: Iterable[Operation], watches: Iterable[WatchStream] = ()) -> tupl
     holes = set(range(INITIAL.revision + 1, highest + 1)) - taken
     if holes:
         steps.extend(Step(op, Kind.MAYBE, op.invoke, math.inf) for op in unknown)
-        return steps, 0
-    return steps, len(unknown)
+        return steps, 0, holes
+    return steps, len(unknown), holes
 
 
-def _step(step: Step, states: Possible) -> Possible:
+def _step(step: Step, states: Possible, holes: set[int]) -> Possible:
     if step.kind is Kind.OK:
         assert step.op.response is not None
         return frozenset(
@@ -160,7 +166,9 @@ def _step(step: Step, states: Possible) -> Possible:
             if new.revision == step.revision and new is not s:
                 out.add(new)
         return frozenset(out)
-    return states | frozenset(apply(s, step.op.request)[0] for s in states)
+    return frozenset(
+        new for s in states if (new := apply(s, step.op.request)[0]).revision in holes and new is not s
+    )
 
 
 def check_history(
@@ -173,7 +181,7 @@ def check_history(
     """Search for a linearization of ``ops``; on a violation the report names the operations that could
     not be placed and is also written to ``report_path`` if given."""
     all_ops = list(ops)
-    steps, dropped = patch(all_ops, watches)
+    steps, dropped, holes = patch(all_ops, watches)
     n = len(steps)
     maybe = sum(1 for s in steps if s.kind is Kind.MAYBE)
     # Entries 1..2n: (time, is_return, step); a call sorts before a return at the same instant.
@@ -194,7 +202,6 @@ def check_history(
             match[pos] = call_entry[i]
     nxt = [*range(1, m + 2), 0]
     prv = [0, *range(0, m + 1)]
-    end = m + 1
 
     def lift(e: int) -> None:
         nxt[prv[e]], prv[nxt[e]] = nxt[e], prv[e]
@@ -214,7 +221,8 @@ def check_history(
     deadline = time.monotonic() + budget_seconds
     count = 0
     entry = nxt[0]
-    while nxt[0] != end:
+    required = n - maybe
+    while required:
         count += 1
         if count % 4096 == 0 and time.monotonic() > deadline:
             return LinearizabilityResult(
@@ -227,7 +235,7 @@ def check_history(
             )
         if not is_ret[entry]:
             i = step_of[entry]
-            new_states = _step(steps[i], states)
+            new_states = _step(steps[i], states, holes)
             if new_states:
                 new_lin = linearized | (1 << i)
                 key = (new_lin, new_states)
@@ -235,6 +243,7 @@ def check_history(
                     cache.add(key)
                     stack.append((entry, states))
                     states, linearized = new_states, new_lin
+                    required -= steps[i].kind is not Kind.MAYBE
                     lift(entry)
                     if len(stack) > len(best[0]):
                         best = ([step_of[e] for e, _ in stack], states)
@@ -250,6 +259,7 @@ def check_history(
                 return LinearizabilityResult(False, report, n, count, dropped, maybe)
             entry, states = stack.pop()
             linearized &= ~(1 << step_of[entry])
+            required += steps[step_of[entry]].kind is not Kind.MAYBE
             unlift(entry)
             entry = nxt[entry]
     return LinearizabilityResult(True, "", n, count, dropped, maybe)
