@@ -337,3 +337,20 @@ def test_watch_from_a_compact_revision_may_miss_only_a_delete_at_it() -> None:
     assert not check_watches(h.ops, [from_compaction], KEYSPACE, compactions=[4]).ok
     full = stream((A,), (B,), (C,), (deleted,), (d_event,))
     assert check_watches(h.ops, [full], KEYSPACE, compactions=[5]).ok
+
+
+def test_a_history_survives_json_and_back() -> None:
+    from cluster.testing.chaos.archive import dump, load
+
+    h = three_puts()
+    h.put("k1", "x", 6, math.inf, None)
+    txn = Txn(
+        (Compare(b"k1", "value", "=", b"b"), Compare(b"k2", "mod", ">", 3)), (Put(b"k1", b"y"), Delete(b"k2"))
+    )
+    h.history.record(2, txn, 7, "ok", Response(6, True, (PutResult(), DeleteResult(1))), ret=8)
+    h.get(EVERYTHING, 9, 10, 6, kv("k1", "y", 2, 6, 4))
+    h.history.watches = [stream((A,), (B,), (C,), prev_kv=True)]
+    h.history.compactions = [3]
+    again = load(dump(h.history))
+    assert again.operations == h.history.operations
+    assert again.watches == h.history.watches and again.compactions == [3]

@@ -14,11 +14,10 @@ its invocation). Times are ``time.monotonic()`` seconds of the recording process
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Literal
 
 Outcome = Literal["ok", "failed", "unknown"]
@@ -209,29 +208,6 @@ class History:
             len(r.events) for w in self.watches for s in w.segments for r in s.responses
         )
         return out
-
-    def to_json(self) -> str:
-        """A dump for post-mortems (bytes shown as latin-1 text, infinity as null)."""
-
-        def clean(obj: object) -> object:
-            if isinstance(obj, bytes):
-                return obj.decode("latin-1")
-            if isinstance(obj, float) and math.isinf(obj):
-                return None
-            if isinstance(obj, dict):
-                return {k: clean(v) for k, v in obj.items()}
-            if isinstance(obj, list | tuple):
-                return [clean(v) for v in obj]
-            return obj
-
-        data = {
-            "operations": [
-                {"kind": type(op.request).__name__, "op": clean(asdict(op))} for op in self.operations
-            ],
-            "watches": [clean(asdict(w)) for w in self.watches],
-            "compactions": self.compactions,
-        }
-        return json.dumps(data, indent=None)
 
 
 def describe(op: Operation) -> str:

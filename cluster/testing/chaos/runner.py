@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cluster.testing.chaos import archive
 from cluster.testing.chaos.cluster import ChaosCluster, start_cluster
 from cluster.testing.chaos.faults import FaultInjector
 from cluster.testing.chaos.history import History, Put, Range, Response, WatchStream
@@ -175,7 +176,7 @@ def _judge(
     report_dir: Path,
 ) -> Verdict:
     history.watches = streams
-    (report_dir / "history.json").write_text(history.to_json())
+    (report_dir / "history.json").write_text(archive.dump(history))
     (report_dir / "faults.txt").write_text("\n".join(injector.log) + "\n")
     started = time.monotonic()
     lin = check_history(
