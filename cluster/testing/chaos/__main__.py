@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cluster.testing.chaos.faults import FAULT_KINDS
 from cluster.testing.chaos.runner import RunConfig, run
+from cluster.testing.chaos.workload import WorkloadConfig
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -34,10 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--search-budget", type=float, default=60.0, help="seconds for the linearizability search"
     )
+    parser.add_argument("--clients", type=int, default=WorkloadConfig().clients, help="concurrent KV clients")
+    parser.add_argument("--keys", type=int, default=WorkloadConfig().keys, help="keys the workload writes")
     args = parser.parse_args(argv)
     faults = tuple(f for f in args.faults.split(",") if f)
     config = RunConfig(
-        args.seed, args.duration, faults, args.target, args.report_dir, search_budget=args.search_budget
+        args.seed,
+        args.duration,
+        faults,
+        args.target,
+        args.report_dir,
+        WorkloadConfig(keys=args.keys, clients=args.clients),
+        args.search_budget,
     )
     signal.signal(signal.SIGTERM, _interrupt)  # so that `run` closes the cluster on the way out
     verdict = run(config)

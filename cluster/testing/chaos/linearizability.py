@@ -306,4 +306,6 @@ def _why(step: Step, state: State) -> str:
         assert step.op.response is not None
         return check(state, step.op.request, step.op.response)[1] or "fits here, but nothing after it does"
     new, _ = apply(state, step.op.request)
+    if step.kind is Kind.MAYBE:
+        return f"optional: applied at rev {state.revision} it would take rev {new.revision}, not a hole"
     return f"applied at rev {state.revision} it would take rev {new.revision}, observed at {step.revision}"
