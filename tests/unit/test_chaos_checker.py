@@ -337,6 +337,7 @@ def test_watch_from_a_compact_revision_may_miss_only_a_delete_at_it() -> None:
     assert not check_watches(h.ops, [from_compaction], KEYSPACE, compactions=[4]).ok
     full = stream((A,), (B,), (C,), (deleted,), (d_event,))
     assert check_watches(h.ops, [full], KEYSPACE, compactions=[5]).ok
+    assert check_watches(h.ops, [full, from_compaction], KEYSPACE, compactions=[5]).ok  # rev 5 fully known
 
 
 def test_a_history_survives_json_and_back() -> None:

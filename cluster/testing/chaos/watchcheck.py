@@ -261,15 +261,18 @@ def _gaps(
             continue
         changes = history.changes.get(rev, {})
         want = {k for k in changes if in_range(k, watch.key, watch.range_end)}
-        if rev in history.compactions and any(seg.start_revision == rev for seg in watch.segments):
-            want = {k for k in want if changes[k][0] == "put"}  # the tombstone went with the compaction
+        tombstones_compacted = rev in history.compactions and any(
+            s.start_revision == rev for s in watch.segments
+        )
+        if tombstones_compacted:
+            want = {k for k in want if changes[k][0] == "put"}
         missing = want - delivered.get(rev, set())
         if missing:
             keys = ", ".join(sorted(k.decode("latin-1") for k in missing))
             out.append(
                 f"{name}: gap — rev {rev} ({keys}) committed but not delivered (stream reached {reached})"
             )
-        elif whole and rev not in delivered and rev <= history.complete_upto:
+        elif whole and rev not in delivered and rev <= history.complete_upto and not tombstones_compacted:
             out.append(f"{name}: gap — no event at rev {rev} though the stream watches the whole keyspace")
     return out
 
