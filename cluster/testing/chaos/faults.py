@@ -26,7 +26,7 @@ from cluster.testing.chaos.cluster import ChaosCluster
 from cluster.testing.chaos.history import History
 from cluster.testing.procs import NodeProcess, NodeStartError
 
-FAULT_KINDS = ("kill", "pause", "partition", "delay", "compact", "defrag", "member", "diskfull")
+FAULT_KINDS = ("kill", "pause", "partition", "delay", "compact", "defrag", "member", "diskfull", "killall")
 
 
 class FaultInjector:
@@ -52,6 +52,7 @@ class FaultInjector:
             "defrag": self.defrag,
             "member": self.replace_member,
             "diskfull": self.fill_disk,
+            "killall": self.kill_all,
         }
 
     def _note(self, text: str) -> None:
@@ -95,6 +96,26 @@ class FaultInjector:
         victim.kill(signal.SIGKILL)
         time.sleep(down)
         self.restart(victim)
+
+    def kill_all(self) -> None:
+        """kill -9 every member at once, then restart them all: every acknowledged write must come back
+        from the members' WALs and backends, and the cluster must elect a leader again."""
+        down = self._duration()
+        self._note(f"kill -9 all members for {down:.2f}s")
+        for m in self.cluster.members:
+            self.cluster.killed.add(m.name)
+            m.kill(signal.SIGKILL)
+        time.sleep(down)
+        for m in self.cluster.members:
+            m.start(wait=False)
+        for m in self.cluster.members:
+            try:
+                m.wait_ready(timeout=60)
+            except NodeStartError as exc:
+                self.errors.append(f"{m.name} did not restart: {exc}")
+                continue
+            self.cluster.killed.discard(m.name)
+        self._note("restarted all members")
 
     def restart(self, member: NodeProcess, *flags: str) -> None:
         try:

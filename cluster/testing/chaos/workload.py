@@ -180,6 +180,8 @@ class KvClient:
                 )
                 if resp is not None:
                     self._remember(resp)
-                await asyncio.sleep(self.rng.uniform(*self.cfg.pause))
+                    await asyncio.sleep(self.rng.uniform(*self.cfg.pause))
+                else:  # back off: a member that refuses connections answers at once
+                    await asyncio.sleep(self.rng.uniform(0.05, 0.2))
         finally:
             await self.channels.close()
