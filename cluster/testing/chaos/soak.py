@@ -27,6 +27,7 @@ ROTATION = (
     "member,kill",
     "diskfull,compact",
     "kill,pause,partition,delay,compact,defrag,member,diskfull",
+    "killall,kill,partition,compact,member",
 )
 
 
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             word, output = one_run(seed, args.duration, args.target, args.duration + 300)
             tally[word] += 1
             line = f"seed={seed} faults={faults_for(seed)} {word}"
-            detail = output if word != "PASS" else "\n".join(output.splitlines()[1:3])
+            detail = output if word != "PASS" else "\n".join(output.splitlines()[1:6])
             text = f"{line}\n{detail}\n"
             print(text, end="", flush=True)
             log.write(text)
