@@ -1,0 +1,311 @@
+"""Linearizability of a KV history against the etcd model: Wing & Gong's search with Lowe's memoisation
+(the algorithm of porcupine), made practical by etcd's revisions.
+
+Why no P-compositionality: every write bumps one global revision that every response carries, so the
+history cannot be split per key. Instead the revisions prune the search: an ``ok`` write answered with
+revision r can only be linearized where the model is at r-1, a read answered at r only where it is at r.
+
+Operations of ``unknown`` outcome may have taken effect at any time after their invocation, or never. They
+are "patched" first, as etcd's robustness tests do:
+
+- one whose written value (values are unique per run) was observed by a read or a watch took effect, at
+  the revision the observation carries and before the observation returned;
+- if the revisions taken by ok writes and observed unknown ones leave no hole up to the highest revision
+  seen, the remaining unknown writes cannot have changed anything (a change takes a revision), so they
+  are dropped;
+- otherwise they stay as optional steps: the search may place one only where the revision it would
+  take is such a hole (a change anywhere else would collide with a known write, and one after the
+  highest revision is unobservable), and need not place it at all (not applied, or a no-op).
+
+The model's state is kept as a set of possible states (porcupine's powerset of a nondeterministic
+model), which the patching leaves a singleton in practice; the search ends when every required (ok or
+observed) operation is placed.
+
+Unknown reads and failed operations change nothing and are dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from enum import Enum
+from pathlib import Path
+
+from cluster.testing.chaos.history import (
+    Delete,
+    DeleteResult,
+    Operation,
+    Put,
+    PutResult,
+    RangeResult,
+    Response,
+    Txn,
+    WatchStream,
+    describe,
+)
+from cluster.testing.chaos.model import INITIAL, State, apply, check
+
+Possible = frozenset[State]
+
+
+class Kind(Enum):
+    OK = "ok"  # response known
+    APPLIED_AT = "applied"  # unknown outcome, but observed: took effect at a known revision
+    MAYBE = "maybe"  # unknown outcome, not observed: applied or not
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """An operation as the search sees it, after patching."""
+
+    op: Operation
+    kind: Kind
+    call: float
+    ret: float
+    revision: int = 0  # for APPLIED_AT
+
+
+@dataclass(frozen=True, slots=True)
+class LinearizabilityResult:
+    ok: bool | None
+    """True: linearizable; False: a violation; None: the search budget ran out (no verdict)."""
+    report: str
+    operations: int
+    steps: int
+    dropped_unknown: int
+    maybe: int
+
+
+def writes(op: Operation) -> bool:
+    """Whether the request can change the store (a Txn if either branch has a put or a delete)."""
+    req = op.request
+    ops = (*req.success, *req.failure) if isinstance(req, Txn) else (req,)
+    return any(isinstance(o, Put | Delete) for o in ops)
+
+
+def _put_values(op: Operation) -> list[bytes]:
+    req = op.request
+    ops = (*req.success, *req.failure) if isinstance(req, Txn) else (req,)
+    return [o.value for o in ops if isinstance(o, Put)]
+
+
+def _changed(resp: Response, op: Operation) -> bool:
+    """Whether an ok operation took a revision, from its response."""
+    if isinstance(op.request, Put):
+        return True
+    return any(isinstance(r, PutResult) or (isinstance(r, DeleteResult) and r.deleted) for r in resp.results)
+
+
+def observations(ops: Iterable[Operation], watches: Iterable[WatchStream]) -> dict[bytes, tuple[int, float]]:
+    """value -> (mod_revision, earliest time it was known to be committed), from ok reads and watches."""
+    seen: dict[bytes, tuple[int, float]] = {}
+
+    def note(value: bytes, rev: int, when: float) -> None:
+        old = seen.get(value)
+        if old is None or when < old[1]:
+            seen[value] = (rev, when)
+
+    for op in ops:
+        if op.outcome == "ok" and op.response is not None:
+            for res in op.response.results:
+                if isinstance(res, RangeResult):
+                    for kv in res.kvs:
+                        note(kv.value, kv.mod_revision, op.ret)
+    for watch in watches:
+        for seg in watch.segments:
+            for resp in seg.responses:
+                for ev in resp.events:
+                    if ev.type == "put":
+                        note(ev.kv.value, ev.kv.mod_revision, resp.received)
+    return seen
+
+
+def patch(ops: Iterable[Operation], watches: Iterable[WatchStream] = ()) -> tuple[list[Step], int, set[int]]:
+    """The steps to search, how many unknown operations were dropped as having had no effect, and the
+    holes (revisions up to the highest seen that no ok or observed write took)."""
+    ops = list(ops)
+    seen = observations(ops, watches)
+    steps: list[Step] = []
+    unknown: list[Operation] = []
+    taken: set[int] = set()
+    highest = INITIAL.revision
+    for op in ops:
+        if op.outcome == "ok" and op.response is not None:
+            steps.append(Step(op, Kind.OK, op.invoke, op.ret))
+            highest = max(highest, op.response.revision)
+            if _changed(op.response, op):
+                taken.add(op.response.revision)
+        elif op.outcome == "unknown" and writes(op):
+            hits = [seen[v] for v in _put_values(op) if v in seen]
+            if hits:
+                rev, when = min(hits, key=lambda h: h[1])
+                steps.append(Step(op, Kind.APPLIED_AT, op.invoke, max(when, op.invoke), rev))
+                taken.add(rev)
+                highest = max(highest, rev)
+            else:
+                unknown.append(op)
+    holes = set(range(INITIAL.revision + 1, highest + 1)) - taken
+    if holes:
+        steps.extend(Step(op, Kind.MAYBE, op.invoke, math.inf) for op in unknown)
+        return steps, 0, holes
+    return steps, len(unknown), holes
+
+
+def _step(step: Step, states: Possible, holes: set[int]) -> Possible:
+    if step.kind is Kind.OK:
+        assert step.op.response is not None
+        return frozenset(
+            new for s in states if (new := check(s, step.op.request, step.op.response)[0]) is not None
+        )
+    if step.kind is Kind.APPLIED_AT:
+        out = set()
+        for s in states:
+            new, _ = apply(s, step.op.request)
+            if new.revision == step.revision and new is not s:
+                out.add(new)
+        return frozenset(out)
+    return frozenset(
+        new for s in states if (new := apply(s, step.op.request)[0]).revision in holes and new is not s
+    )
+
+
+def check_history(
+    ops: Iterable[Operation],
+    watches: Iterable[WatchStream] = (),
+    *,
+    budget_seconds: float = 60.0,
+    report_path: Path | None = None,
+) -> LinearizabilityResult:
+    """Search for a linearization of ``ops``; on a violation the report names the operations that could
+    not be placed and is also written to ``report_path`` if given."""
+    all_ops = list(ops)
+    steps, dropped, holes = patch(all_ops, watches)
+    n = len(steps)
+    maybe = sum(1 for s in steps if s.kind is Kind.MAYBE)
+    # Entries 1..2n: (time, is_return, step); a call sorts before a return at the same instant.
+    order = sorted(
+        [(s.call, 0, i) for i, s in enumerate(steps)] + [(s.ret, 1, i) for i, s in enumerate(steps)]
+    )
+    m = len(order)
+    is_ret = [False] * (m + 2)
+    step_of = [0] * (m + 2)
+    match = [0] * (m + 2)
+    call_entry = [0] * n
+    for pos, (_, r, i) in enumerate(order, start=1):
+        is_ret[pos], step_of[pos] = bool(r), i
+        if not r:
+            call_entry[i] = pos
+        else:
+            match[call_entry[i]] = pos
+            match[pos] = call_entry[i]
+    nxt = [*range(1, m + 2), 0]
+    prv = [0, *range(0, m + 1)]
+
+    def lift(e: int) -> None:
+        nxt[prv[e]], prv[nxt[e]] = nxt[e], prv[e]
+        r = match[e]
+        nxt[prv[r]], prv[nxt[r]] = nxt[r], prv[r]
+
+    def unlift(e: int) -> None:
+        r = match[e]
+        nxt[prv[r]] = prv[nxt[r]] = r
+        nxt[prv[e]] = prv[nxt[e]] = e
+
+    states: Possible = frozenset({INITIAL})
+    linearized = 0
+    cache: set[tuple[int, Possible]] = set()
+    stack: list[tuple[int, Possible]] = []
+    best: tuple[list[int], Possible] = ([], states)
+    deadline = time.monotonic() + budget_seconds
+    count = 0
+    entry = nxt[0]
+    required = n - maybe
+    while required:
+        count += 1
+        if count % 4096 == 0 and time.monotonic() > deadline:
+            return LinearizabilityResult(
+                None,
+                f"search budget of {budget_seconds}s exhausted after {count} steps",
+                n,
+                count,
+                dropped,
+                maybe,
+            )
+        if not is_ret[entry]:
+            i = step_of[entry]
+            new_states = _step(steps[i], states, holes)
+            if new_states:
+                new_lin = linearized | (1 << i)
+                key = (new_lin, new_states)
+                if key not in cache:
+                    cache.add(key)
+                    stack.append((entry, states))
+                    states, linearized = new_states, new_lin
+                    required -= steps[i].kind is not Kind.MAYBE
+                    lift(entry)
+                    if len(stack) > len(best[0]):
+                        best = ([step_of[e] for e, _ in stack], states)
+                    entry = nxt[0]
+                    continue
+            entry = nxt[entry]
+        else:
+            if not stack:
+                report = _report(steps, best)
+                if report_path is not None:
+                    report_path.parent.mkdir(parents=True, exist_ok=True)
+                    report_path.write_text(report)
+                return LinearizabilityResult(False, report, n, count, dropped, maybe)
+            entry, states = stack.pop()
+            linearized &= ~(1 << step_of[entry])
+            required += steps[step_of[entry]].kind is not Kind.MAYBE
+            unlift(entry)
+            entry = nxt[entry]
+    return LinearizabilityResult(True, "", n, count, dropped, maybe)
+
+
+def _report(steps: list[Step], best: tuple[list[int], Possible]) -> str:
+    """The longest linearizable prefix found, its last operations, the model state(s) after it, and the
+    operations none of which could be placed next (each with why)."""
+    placed, states = best
+    done = set(placed)
+    rest = [s for i, s in enumerate(steps) if i not in done]
+    first_return = min((s.ret for s in rest), default=math.inf)
+    candidates = sorted((s for s in rest if s.call <= first_return), key=lambda s: s.call)
+    lines = [
+        "KV history is not linearizable.",
+        f"Longest linearizable prefix: {len(placed)} of {len(steps)} operations.",
+        "Last operations placed (in linearization order):",
+        *(f"  {_label(steps[i])}" for i in placed[-8:]),
+        "Possible model state(s) after them:",
+    ]
+    for s in sorted(states, key=lambda s: s.revision)[:4]:
+        body = ", ".join(
+            f"{kv.key.decode('latin-1')}={kv.value.decode('latin-1')}"
+            f"(c{kv.create_revision} m{kv.mod_revision} v{kv.version})"
+            for kv in s.kvs
+        )
+        lines.append(f"  rev {s.revision}: {{{body}}}")
+    lines.append("None of these could be linearized next:")
+    for cand in candidates[:12]:
+        lines.append(f"  {_label(cand)}")
+        for s in sorted(states, key=lambda s: s.revision)[:2]:
+            lines.append(f"      {_why(cand, s)}")
+    return "\n".join(lines) + "\n"
+
+
+def _label(step: Step) -> str:
+    extra = {Kind.OK: "", Kind.APPLIED_AT: f" [observed at rev {step.revision}]", Kind.MAYBE: " [maybe]"}
+    text = describe(replace(step.op, ret=step.ret)) if step.kind is Kind.APPLIED_AT else describe(step.op)
+    return text + extra[step.kind]
+
+
+def _why(step: Step, state: State) -> str:
+    if step.kind is Kind.OK:
+        assert step.op.response is not None
+        return check(state, step.op.request, step.op.response)[1] or "fits here, but nothing after it does"
+    new, _ = apply(state, step.op.request)
+    if step.kind is Kind.MAYBE:
+        return f"optional: applied at rev {state.revision} it would take rev {new.revision}, not a hole"
+    return f"applied at rev {state.revision} it would take rev {new.revision}, observed at {step.revision}"

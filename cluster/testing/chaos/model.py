@@ -1,0 +1,140 @@
+"""The etcd KV model the linearizability checker steps through: one global revision and, per key, value,
+create_revision, mod_revision and version.
+
+The rules are etcd 3.4's (mvcc and the apply of Txn): every request that changes something takes the next
+revision (a Txn is one revision whatever it contains; a Delete that matches nothing changes nothing and
+takes none); reads inside a Txn see the Txn's earlier writes; a value Compare on a missing key is false.
+A state is an immutable, hashable tuple so the search can memoise (linearized set, state) pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cluster.testing.chaos.history import (
+    Compare,
+    DeleteResult,
+    KeyValue,
+    OpResult,
+    Put,
+    PutResult,
+    Range,
+    RangeResult,
+    Request,
+    Response,
+    Txn,
+    TxnOp,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    revision: int
+    kvs: tuple[KeyValue, ...]
+    """Sorted by key; only live keys."""
+
+    def get(self, key: bytes) -> KeyValue | None:
+        for kv in self.kvs:
+            if kv.key == key:
+                return kv
+        return None
+
+
+INITIAL = State(1, ())
+"""A fresh etcd cluster is at revision 1 with no keys."""
+
+
+def in_range(key: bytes, start: bytes, end: bytes) -> bool:
+    """etcd's range rule: no end is one key, end ``\\0`` is every key >= start, else [start, end)."""
+    if not end:
+        return key == start
+    if end == b"\x00":
+        return key >= start
+    return start <= key < end
+
+
+def _compare(kvs: dict[bytes, KeyValue], c: Compare) -> bool:
+    kv = kvs.get(c.key)
+    if kv is None and c.target == "value":
+        return False  # etcd: a value comparison on a missing key always fails
+    actual: bytes | int
+    if c.target == "value":
+        assert kv is not None
+        actual = kv.value
+    else:
+        attr = {"version": "version", "create": "create_revision", "mod": "mod_revision"}[c.target]
+        actual = 0 if kv is None else getattr(kv, attr)
+    want = c.value
+    if c.result == "=":
+        return actual == want
+    if c.result == "!=":
+        return actual != want
+    if c.result == "<":
+        return actual < want  # type: ignore[operator]
+    return actual > want  # type: ignore[operator]
+
+
+def _apply_ops(
+    kvs: dict[bytes, KeyValue], revision: int, ops: tuple[TxnOp, ...]
+) -> tuple[tuple[OpResult, ...], bool]:
+    """Apply ``ops`` in order at ``revision`` (the revision a change would take); returns the results
+    and whether anything changed. ``kvs`` is modified in place."""
+    results: list[OpResult] = []
+    changed = False
+    for op in ops:
+        if isinstance(op, Put):
+            old = kvs.get(op.key)
+            kvs[op.key] = KeyValue(
+                op.key,
+                op.value,
+                old.create_revision if old else revision,
+                revision,
+                old.version + 1 if old else 1,
+            )
+            changed = True
+            results.append(PutResult())
+        elif isinstance(op, Range):
+            results.append(
+                RangeResult(tuple(kvs[k] for k in sorted(kvs) if in_range(k, op.key, op.range_end)))
+            )
+        else:
+            doomed = [k for k in kvs if in_range(k, op.key, op.range_end)]
+            for k in doomed:
+                del kvs[k]
+            changed = changed or bool(doomed)
+            results.append(DeleteResult(len(doomed)))
+    return tuple(results), changed
+
+
+def apply(state: State, request: Request) -> tuple[State, Response]:
+    """Run ``request`` on ``state``: the next state and the response etcd would give."""
+    kvs = {kv.key: kv for kv in state.kvs}
+    next_rev = state.revision + 1
+    succeeded = True
+    if isinstance(request, Txn):
+        succeeded = all(_compare(kvs, c) for c in request.compares)
+        ops = request.success if succeeded else request.failure
+    else:
+        ops = (request,)
+    results, changed = _apply_ops(kvs, next_rev, ops)
+    if not changed:
+        return state, Response(state.revision, succeeded, results)
+    new = State(next_rev, tuple(kvs[k] for k in sorted(kvs)))
+    return new, Response(next_rev, succeeded, results)
+
+
+def _comparable(request: Request, resp: Response) -> Response:
+    """The parts of a response the history records for this kind of request (a Put's results are
+    not recorded; a plain Put/Range/Delete has no `succeeded`)."""
+    if isinstance(request, Put):
+        return Response(resp.revision)
+    return resp
+
+
+def check(state: State, request: Request, observed: Response) -> tuple[State | None, str]:
+    """Step an ``ok`` operation: the next state if ``observed`` is what etcd would answer in ``state``,
+    else None and why not."""
+    new, expected = apply(state, request)
+    if _comparable(request, expected) == _comparable(request, observed):
+        return new, ""
+    return None, f"at rev {state.revision} the model answers {expected}, observed {observed}"
