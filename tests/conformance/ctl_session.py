@@ -99,6 +99,16 @@ class Background:
             time.sleep(0.05)
         return self.output()
 
+    def wait_for(self, text: str, timeout: float = 15.0) -> str:
+        """Wait until ``text`` was printed (or the command ended)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.output()
+            if text in out or self.proc.poll() is not None:
+                return out
+            time.sleep(0.05)
+        return self.output()
+
     def wait_quiet(self, quiet: float = 1.0, timeout: float = 15.0) -> None:
         """Wait until the output stopped growing for ``quiet`` seconds (or the command ended)."""
         deadline = time.monotonic() + timeout

@@ -77,6 +77,7 @@ def watch_and_compaction(t: Transcript) -> None:
     t.run("put", "w/c", "live")
     t.run("del", "w/c")  # one key per revision: etcdctl -i prints concurrent watchers in any order
     t.run("del", "w/d")
+    live.wait_for('run "DELETE"')  # each event runs a shell: slow to show on a loaded machine
     for bg in (history, live, interactive):
         bg.wait_quiet()
     interactive.write("progress\n")
