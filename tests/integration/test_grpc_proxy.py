@@ -44,6 +44,9 @@ def proxy(cluster: list[NodeProcess]) -> Iterator[GrpcProxyProcess]:
     p.metrics_port = metrics_port  # type: ignore[attr-defined]
     try:
         p.start()
+        # The proxy's range-cache invalidation watch is opened after it logs "started": wait for it, so
+        # every test's `before` count of the cluster's watchers already includes it.
+        assert wait_for(lambda: cluster_watchers(cluster) == 1, 15), cluster_watchers(cluster)
         yield p
     finally:
         p.close()
