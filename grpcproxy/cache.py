@@ -79,11 +79,18 @@ class RangeCache:
         return len(self._entries)
 
     def get(self, ck: CacheKey) -> bytes | None:
+        response = self.hit(ck)
+        if response is None and self.enabled:
+            self.metrics.cache_misses += 1
+        return response
+
+    def hit(self, ck: CacheKey) -> bytes | None:
+        """The entry for `ck` if there is one, counted as a hit; a miss is not counted (the caller
+        goes on to `get`, which counts it, only for cacheable requests)."""
         if not self.enabled:
             return None
         entry = self._entries.get(ck)
         if entry is None:
-            self.metrics.cache_misses += 1
             return None
         self.metrics.cache_hits += 1
         return entry.response

@@ -50,8 +50,15 @@ def forwarded_metadata(context: Any) -> tuple[tuple[str, str], ...]:
 
 def identity_of(context: Any) -> str:
     """Who the caller is, as far as the cluster can tell: its auth token and TLS client CN."""
-    token = next((v for k, v in context.invocation_metadata() or () if k == "token"), "")
-    cn = b"".join(context.auth_context().get("x509_common_name", ()) or ())
+    token = ""
+    for name, value in context.invocation_metadata() or ():
+        if name == "token":
+            token = value
+            break
+    auth = context.auth_context()
+    if not auth:
+        return str(token)
+    cn = b"".join(auth.get("x509_common_name", ()) or ())
     return f"{token}\x00{cn.decode(errors='replace')}" if cn else str(token)
 
 

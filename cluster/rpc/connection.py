@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 import grpc
 
 from cluster.rpc import h2
-from cluster.rpc.context import Abort, ServicerContext, behaviour_of, send_responses
+from cluster.rpc.context import Abort, ServicerContext, answer_now_of, behaviour_of, send_responses
 from cluster.rpc.hpack_decoder import HeaderDecoder, HPACKDecodeError
 
 if TYPE_CHECKING:
@@ -459,9 +459,9 @@ class Connection(asyncio.Protocol):
         deadline = None if timeout is None else self.loop.time() + timeout
         stream.ctx = ServicerContext(stream, tuple(metadata), self.peer, deadline, self.auth)
         self.streams[stream_id] = stream
-        if timeout is not None:
-            stream.timer = self.loop.call_later(timeout, self._deadline_exceeded, stream)
         if handler.request_streaming:
+            if timeout is not None:
+                stream.timer = self.loop.call_later(timeout, self._deadline_exceeded, stream)
             stream.queue = asyncio.Queue()
             stream.task = self.loop.create_task(self._run(stream))
         if end_stream:
@@ -554,11 +554,34 @@ class Connection(asyncio.Protocol):
             if stream.request is None:
                 self._fail(stream, grpc.StatusCode.INTERNAL, "grpc: the request has no message")
                 return
-            stream.task = self.loop.create_task(self._run(stream))
+            if not self._answered_now(stream):
+                # A unary call's deadline is armed once its request is complete (a client that never
+                # finishes its request is bounded by its own deadline and RST_STREAM).
+                deadline = stream.ctx.deadline
+                if deadline is not None:
+                    stream.timer = self.loop.call_at(deadline, self._deadline_exceeded, stream)
+                stream.task = self.loop.create_task(self._run(stream))
         if stream.finished:
             self.streams.pop(stream.id, None)
 
     # ---- running calls -------------------------------------------------------------------------
+    def _answered_now(self, stream: Stream) -> bool:
+        """Run the handler's synchronous fast path, if it has one; True when it answered."""
+        answer_now = answer_now_of(stream.handler)
+        if answer_now is None:
+            return False
+        assert stream.request is not None
+        try:
+            response = answer_now(stream.request, stream.ctx)
+        except Exception:
+            log.exception("a call's fast path failed; running its handler")
+            return False
+        if response is None:
+            return False
+        self._respond(stream, response)
+        stream.ctx.run_done_callbacks()
+        return True
+
     async def _run(self, stream: Stream) -> None:
         handler = stream.handler
         ctx = stream.ctx

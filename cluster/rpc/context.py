@@ -62,6 +62,11 @@ class ServicerContext:
         """grpc's auth context: with TLS, `x509_common_name` holds the verified client CN."""
         return self._auth
 
+    @property
+    def deadline(self) -> float | None:
+        """The call's deadline on the loop's clock (None without grpc-timeout)."""
+        return self._deadline
+
     def time_remaining(self) -> float | None:
         if self._deadline is None:
             return None
@@ -109,6 +114,20 @@ class ServicerContext:
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             callback(self)
+
+
+AnswerNow = Callable[[bytes, "ServicerContext"], "bytes | None"]
+"""A unary bytes-in, bytes-out handler's synchronous fast path: the response now, or None to run the
+handler as usual."""
+
+
+def answer_now_of(handler: grpc.RpcMethodHandler) -> AnswerNow | None:
+    """The fast path of a unary handler whose behaviour has an ``answer_now`` attribute (and no
+    (de)serializers): the connection calls it as soon as the request is complete, without starting a
+    task, so an answer that needs no I/O (the gRPC proxy's cache hits) costs no extra loop pass."""
+    if handler.unary_unary is None or handler.request_deserializer or handler.response_serializer:
+        return None
+    return cast("AnswerNow | None", getattr(handler.unary_unary, "answer_now", None))
 
 
 def behaviour_of(handler: grpc.RpcMethodHandler) -> Callable[..., Any]:

@@ -135,9 +135,13 @@ def trailers_block(code: int, message: str) -> bytes:
     return block
 
 
+_TIMEOUT_UNITS: Final = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+
+
 def parse_grpc_timeout(value: str) -> float | None:
     """grpc-timeout ("<digits><unit>", unit one of H M S m u n) in seconds; None if malformed."""
-    if len(value) < 2 or not value[:-1].isdigit():
+    digits = value[:-1]
+    scale = _TIMEOUT_UNITS.get(value[-1:])
+    if scale is None or not digits.isdigit() or not digits.isascii():
         return None
-    scale = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}.get(value[-1])
-    return None if scale is None else int(value[:-1]) * scale
+    return int(digits) * scale

@@ -62,11 +62,26 @@ async def _client_stream(requests: AsyncIterator[bytes], context: Any) -> bytes:
     return str(total).encode()
 
 
+async def _fast(request: bytes, context: Any) -> bytes:
+    EVENTS["slow path"] = EVENTS.get("slow path", 0) + 1
+    return b"slow:" + request
+
+
+def _fast_answer_now(request: bytes, context: Any) -> bytes | None:
+    if request == b"raise":
+        raise RuntimeError("a broken fast path falls back to the handler")
+    return b"now:" + request if request.startswith(b"hit") else None
+
+
+_fast.answer_now = _fast_answer_now  # type: ignore[attr-defined]
+
+
 def _generic() -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(
         SERVICE,
         {
             "Unary": grpc.unary_unary_rpc_method_handler(_unary),
+            "Fast": grpc.unary_unary_rpc_method_handler(_fast),
             "ServerStream": grpc.unary_stream_rpc_method_handler(_server_stream),
             "Bidi": grpc.stream_stream_rpc_method_handler(_bidi),
             "ClientStream": grpc.stream_unary_rpc_method_handler(_client_stream),
@@ -178,6 +193,27 @@ def test_streaming_both_ways_and_many_concurrent_calls(engine: Any) -> None:
             assert results == [b"echo:" + str(i).encode() for i in range(500)]
 
     _run(loop, go())
+
+
+def test_a_unary_fast_path_answers_without_the_handler_and_falls_back_to_it(engine: Any) -> None:
+    loop, target, server = engine
+    EVENTS.clear()
+
+    async def go() -> None:
+        async with _channel(target) as ch:
+            fast = ch.unary_unary(f"/{SERVICE}/Fast")
+            assert await fast(b"hit-1", timeout=5) == b"now:hit-1"
+            assert await asyncio.gather(*(fast(b"hit-%d" % i) for i in range(50))) == [
+                b"now:hit-%d" % i for i in range(50)
+            ]
+            assert EVENTS.get("slow path", 0) == 0
+            assert await fast(b"miss", timeout=5) == b"slow:miss"
+            assert await fast(b"raise") == b"slow:raise"
+            assert EVENTS["slow path"] == 2
+            assert all(not c.streams for c in server.connections)
+
+    _run(loop, go())
+    assert server.stats.handled[(f"/{SERVICE}/Fast", 0)] == 53
 
 
 def test_cancel_and_deadline_reach_the_handler(engine: Any) -> None:
