@@ -15,6 +15,7 @@ member whose earlier dial had failed, sooner than ``--retry-delay``.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
 import logging
@@ -22,7 +23,6 @@ import ssl
 from collections.abc import Callable
 
 import httpx
-import trio
 
 from gateway.config import Endpoint
 from gateway.pool import EndpointPool
@@ -92,17 +92,17 @@ class HealthChecker:
         limits = httpx.Limits(max_keepalive_connections=0)
         async with (
             httpx.AsyncClient(timeout=self.timeout, verify=self.verify, limits=limits) as client,
-            trio.open_nursery() as nursery,
+            asyncio.TaskGroup() as group,
         ):
             for member in self.pool.members:
-                nursery.start_soon(self._watch, client, member.endpoint)
+                group.create_task(self._watch(client, member.endpoint))
 
     async def _watch(self, client: httpx.AsyncClient, endpoint: Endpoint) -> None:
         while True:
             verdict = await check_member(client, endpoint)
             self.checks += 1
             self.record(endpoint, verdict)
-            await trio.sleep(self.interval)
+            await asyncio.sleep(self.interval)
 
     def record(self, endpoint: Endpoint, verdict: Verdict) -> None:
         changed = self.pool.set_healthy(endpoint, verdict.usable)

@@ -1,4 +1,4 @@
-"""`quorum gateway start` / `python -m gateway start`: configure, check, then run the gateway under trio.
+"""`quorum gateway start` / `python -m gateway start`: configure, check, then run the gateway on uvloop.
 
 Start-up, in etcd's order: discover members by SRV if asked (falling back to ``--endpoints`` when none
 are found), resolve every member and refuse to start if one resolves to the gateway's own listen
@@ -8,15 +8,16 @@ SIGINT drains (:meth:`gateway.proxy.Gateway.drain`); a second signal cuts the gr
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import resource
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
-import trio
+import uvloop
 
 from cluster.server.log import setup_logging
 from gateway.config import Endpoint, GatewayConfig, GatewayConfigError, parse_gateway_args
@@ -112,36 +113,48 @@ async def run(config: GatewayConfig, endpoints: Sequence[Endpoint]) -> None:
     )
     if metrics_server is not None:
         log.info("serving metrics", extra={"address": f"{config.metrics_host}:{config.metrics_port}"})
+    loop = asyncio.get_running_loop()
+    signals: asyncio.Queue[int] = asyncio.Queue()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, signals.put_nowait, signum)
+    checker_task: asyncio.Task[None] | None = None
+    second: asyncio.Task[None] | None = None
     try:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(gateway.serve)
-                if config.health_check_interval > 0:
-                    checker = HealthChecker(
-                        pool,
-                        config.health_check_interval,
-                        config.health_check_timeout,
-                        config.trusted_ca_file,
-                        on_change=gateway.endpoint_changed,
-                    )
-                    nursery.start_soon(checker.run)
-                async for signum in signals:
-                    log.info("received signal; shutting down", extra={"signal": signal.Signals(signum).name})
-                    break
-                nursery.start_soon(_cut_short_on_second_signal, signals, gateway)
-                await gateway.drain(config.drain_timeout)
-                nursery.cancel_scope.cancel()
+        gateway.serve()
+        if config.health_check_interval > 0:
+            checker = HealthChecker(
+                pool,
+                config.health_check_interval,
+                config.health_check_timeout,
+                config.trusted_ca_file,
+                on_change=gateway.endpoint_changed,
+            )
+            checker_task = loop.create_task(checker.run(), name="gateway-health")
+        first_signal = loop.create_task(signals.get())
+        accepting = gateway.accepting
+        assert accepting is not None
+        await asyncio.wait({first_signal, accepting}, return_when=asyncio.FIRST_COMPLETED)
+        if not first_signal.done():  # accepting failed: nothing to drain for, report it
+            first_signal.cancel()
+            accepting.result()
+        log.info(
+            "received signal; shutting down", extra={"signal": signal.Signals(first_signal.result()).name}
+        )
+        second = loop.create_task(_cut_short_on_second_signal(signals, gateway))
+        await gateway.drain(config.drain_timeout)
     finally:
+        for task in (checker_task, second):
+            if task is not None:
+                task.cancel()
         if metrics_server is not None:
             metrics_server.shutdown()
     log.info("gateway stopped")
 
 
-async def _cut_short_on_second_signal(signals: AsyncIterator[int], gateway: Gateway) -> None:
-    async for _ in signals:
-        log.warning("second signal; closing connections now")
-        gateway.close_connections()
-        return
+async def _cut_short_on_second_signal(signals: asyncio.Queue[int], gateway: Gateway) -> None:
+    await signals.get()
+    log.warning("second signal; closing connections now")
+    gateway.close_connections()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(chatty).setLevel(logging.WARNING)
         endpoints = resolve_endpoints(config)
         raise_open_file_limit()
-        trio.run(run, config, endpoints)
+        uvloop.run(run(config, endpoints))
     except GatewayConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.server
 import random
@@ -21,7 +22,6 @@ import dns.resolver
 import dns.rrset
 import httpx
 import pytest
-import trio
 
 from gateway.config import Endpoint, GatewayConfigError, parse_endpoint, parse_gateway_args
 from gateway.discovery import DiscoveryError, discover
@@ -172,7 +172,7 @@ def test_health_verdicts(answer: tuple[int, bytes] | None, verdict: Verdict) -> 
             return await check_member(client, ep)
 
     with fake_health(answer) as ep:
-        assert trio.run(check, ep) is verdict
+        assert asyncio.run(check(ep)) is verdict
 
 
 def test_unreachable_member_is_unhealthy_and_a_reachable_one_is_reactivated() -> None:
@@ -183,14 +183,15 @@ def test_unreachable_member_is_unhealthy_and_a_reachable_one_is_reactivated() ->
         checker = HealthChecker(pool, interval=0.05, timeout=1.0)
 
         async def run_a_while() -> None:
-            with trio.move_on_after(10):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(checker.run)
+            task = asyncio.create_task(checker.run())
+            try:
+                async with asyncio.timeout(10):
                     while checker.checks < 4:
-                        await trio.sleep(0.02)
-                    nursery.cancel_scope.cancel()
+                        await asyncio.sleep(0.02)
+            finally:
+                task.cancel()
 
-        trio.run(run_a_while)
+        asyncio.run(run_a_while())
     assert checker.checks >= 4
     assert not pool[dead].usable and pool[alive].usable
 
