@@ -217,6 +217,10 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self._receive(data)
+            if self._out:
+                # Answers made synchronously while reading (fast-path unary calls, pings, window
+                # updates) leave now, in one write, rather than a loop pass later.
+                self._flush()
         except ConnectionError_ as exc:
             log.info("closing client connection: %s", exc, extra={"peer": self.peer})
             self.close_with(exc.code, str(exc))
