@@ -107,7 +107,8 @@ def run_case(factory: Callable[..., NodeProcess], kind: str, case: WatchCase, mo
 
 
 @pytest.mark.etcd
-@pytest.mark.parametrize("subject", ["etcd", "quorum"])
+# etcd-vs-etcd validates the comparison itself (slow tier, like test_kv_etcdctl's).
+@pytest.mark.parametrize("subject", [pytest.param("etcd", marks=pytest.mark.slow), "quorum"])
 @pytest.mark.parametrize(
     ("case", "mode"),
     [(c, m) for c in CASES for m in c.modes],

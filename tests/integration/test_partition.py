@@ -144,7 +144,12 @@ def cluster_factory() -> Iterator[Callable[..., Cluster]]:
             c.close()
 
 
-@pytest.fixture(params=["etcd", "quorum"])
+KINDS = [pytest.param("etcd", marks=pytest.mark.slow), "quorum"]
+"""Every scenario also runs on real etcd, to show the test expects what etcd does; those runs are in
+the slow tier (scripts/test -m slow) to keep the default suite within its time budget."""
+
+
+@pytest.fixture(params=KINDS)
 def cluster(request: pytest.FixtureRequest, cluster_factory: Callable[..., Cluster]) -> Cluster:
     return cluster_factory(request.param)
 
@@ -422,7 +427,7 @@ def test_leaderless_put_outliving_the_request_timeout_fails_as_etcd(
     assert error_line(out) == LEADERLESS_PUT_ERROR, out.stderr
 
 
-@pytest.mark.parametrize("kind", ["etcd", "quorum"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_with_pre_vote_a_healed_follower_rejoins_without_an_election(
     kind: str, cluster_factory: Callable[..., Cluster]
 ) -> None:
