@@ -46,6 +46,9 @@ def proxy(cluster: list[NodeProcess]) -> Iterator[GrpcProxyProcess]:
     p = GrpcProxyProcess([n.endpoint for n in cluster])
     try:
         p.start()
+        # The proxy's range-cache invalidation watch is opened after it logs "started": wait for it, so
+        # the tests' `before` count of the cluster's watchers already includes it.
+        assert _wait_for(lambda: _cluster_sum(cluster, "etcd_debugging_mvcc_watcher_total") == 1, 15)
         yield p
     finally:
         p.close()
