@@ -5,11 +5,14 @@ The real etcdctl runs the same commands against real etcd and a Quorum node; out
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import grpc
 import pytest
 
+from cluster.api.gen.etcdserverpb import rpc_pb2
+from cluster.client.client import Client
 from cluster.testing.procs import NodeProcess, etcdctl
 from cluster.testing.rawkv import RawKV
 from tests.conftest import NodeFactory, require_etcd, require_etcdctl
@@ -72,3 +75,36 @@ def test_a_key_over_the_request_size_limit_is_refused_like_etcd(
         kv.put(b"k" * 900, b"v")
         item = kv.get(b"k" * 900)
         assert item is not None and item.value == b"v"
+
+
+async def _watch_and_lease(endpoint: str) -> tuple[list[tuple[int, bytes]], list[bytes], int]:
+    """(watched events as (type, key): history replay then live, the lease's keys, keys left after
+    revoking it) for long keys attached to one lease."""
+    prefix = b"/watched/" + b"w" * 600
+    async with Client([endpoint]) as client:
+        first = (await client.put(rpc_pb2.PutRequest(key=prefix + b"1", value=b"v"))).header.revision
+        lease = (await client.lease_grant(rpc_pb2.LeaseGrantRequest(TTL=60))).ID
+        for key in (prefix + b"3" * 5000, prefix + b"2", prefix[:-1]):
+            await client.put(rpc_pb2.PutRequest(key=key, value=b"v", lease=lease))
+        create = rpc_pb2.WatchCreateRequest(key=prefix, range_end=prefix + b"\xff", start_revision=first)
+        events: list[tuple[int, bytes]] = []
+        watch = client.watch(create)
+        async for response in watch:
+            events.extend((ev.type, ev.kv.key) for ev in response.events)
+            if len(events) == 3:
+                await client.delete_range(rpc_pb2.DeleteRangeRequest(key=prefix + b"1"))
+            if len(events) == 4:
+                break
+        await watch.aclose()
+        ttl = await client.lease_time_to_live(rpc_pb2.LeaseTimeToLiveRequest(ID=lease, keys=True))
+        await client.lease_revoke(rpc_pb2.LeaseRevokeRequest(ID=lease))
+        left = await client.range(rpc_pb2.RangeRequest(key=b"/watched/", range_end=b"/watched0"))
+        return events, sorted(ttl.keys), left.count
+
+
+def test_watch_and_lease_revoke_of_long_keys_match_etcd(nodes: dict[str, NodeProcess]) -> None:
+    etcd, quorum = (asyncio.run(_watch_and_lease(nodes[kind].endpoint)) for kind in ("etcd", "quorum"))
+    assert etcd == quorum
+    events, attached, left = quorum
+    assert [len(key) for _, key in events] == [610, 5609, 610, 610] and events[-1][0] == 1  # DELETE
+    assert [len(key) for key in attached] == [608, 610, 5609] and left == 0
