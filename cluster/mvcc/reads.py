@@ -13,14 +13,18 @@ loops below). A longer one starts a *run*: every entry sharing its first ``RUN_P
 them user keys longer than that prefix, contiguous, ordered by digest). A scan that meets a run reads
 the whole run, recovers each full key from the stored KeyValue, sorts the run by full key and applies
 the bounds, limit and count to it exactly as to short keys, then goes back to the fast loop. Short keys
-pay one length test per entry while items are taken (none while only counting at the current revision:
-see ``_scan_short_latest``); a run costs memory and time proportional to its size.
+pay nothing per entry at the current revision (``_take_short_latest`` finds runs with C-level tools;
+counting never needs them, see ``_scan_short_latest``) and one length test per key at older revisions;
+a run costs memory and time proportional to its size.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Callable
+from itertools import islice
 from operator import itemgetter
-from typing import Any
+from typing import Any, Final
 
 from cluster.mvcc.layout import (
     FLAG_TOMBSTONE,
@@ -99,23 +103,63 @@ def range_latest(
     if count_only and end == _SMALLEST_KEY and key == _SMALLEST_KEY:
         return [], int(txn.stat(latest)["entries"])
     cur = txn.cursor(latest)
-    bounds = _Bounds(key, end, 0 if count_only else (limit if limit > 0 else -1))
-    ok = _seek(cur, key)
-    if ok and len(key) > RUN_PREFIX and cur.key()[:RUN_PREFIX] == key[:RUN_PREFIX]:
-        ok = _run_latest(cur, bounds)  # the run ``key`` falls in: only its keys >= ``key`` count
-    stop = None if bounds.end is None else _short_bound(bounds.end)
-    while ok:
-        state = _scan_short_latest(cur, stop, bounds)
-        if state == _AT_RUN:
-            ok = _run_latest(cur, bounds)
-            continue
-        if state == _AT_STOP and stop != end and cur.key()[:RUN_PREFIX] == end[:RUN_PREFIX]:
-            _run_latest(cur, bounds)  # the run ``end`` falls in: only its keys < ``end`` count
-        break
+    take = 0 if count_only else (limit if limit > 0 else -1)
+    found = _small_latest(cur, key, end, take) if max(len(key), len(end)) <= RUN_PREFIX else None
+    if found is not None:
+        return found
+    bounds = _Bounds(key, end, take)
+    _scan(cur, key, end, bounds, _scan_short_latest, _run_latest)
     return bounds.out, bounds.count
 
 
+_SMALL: Final = 8
+
+
+def _small_latest(cur: Cursor, key: bytes, end: bytes, take: int) -> tuple[list[bytes], int] | None:
+    """(kvs, count) of a range of at most ``_SMALL`` entries and no run, short bounds (most ranges), in
+    one plain loop without the general scan's set-up; None for any other range."""
+    if not cur.set_range(key):
+        return [], 0
+    open_ended = end == _SMALLEST_KEY
+    kvs: list[bytes] = []
+    count = 0
+    for k, v in cur.iternext(keys=True, values=True):
+        if not open_ended and k >= end:
+            return kvs, count
+        if count == _SMALL or len(k) > RUN_PREFIX:
+            return None
+        count += 1
+        if len(kvs) != take:
+            kvs.append(v)
+    return kvs, count
+
+
 _AT_RUN, _AT_STOP, _EXHAUSTED = range(3)
+
+
+def _scan(
+    cur: Cursor,
+    key: bytes,
+    end: bytes,
+    bounds: _Bounds,
+    scan_short: Callable[[Cursor, bytes | None, _Bounds], int],
+    run: Callable[[Cursor, _Bounds], bool],
+) -> None:
+    """Feed ``bounds`` the range's entries in user-key order: ``scan_short`` over stored keys compared
+    with a stored-key bound (``_short_bound``), ``run`` for each run it stops at, and the runs that
+    ``key`` and ``end`` fall in (judged by full key: only their keys >= ``key`` / < ``end`` count)."""
+    ok = _seek(cur, key)
+    if ok and len(key) > RUN_PREFIX and cur.key()[:RUN_PREFIX] == key[:RUN_PREFIX]:
+        ok = run(cur, bounds)
+    stop = None if bounds.end is None else _short_bound(bounds.end)
+    while ok:
+        state = scan_short(cur, stop, bounds)
+        if state == _AT_RUN:
+            ok = run(cur, bounds)
+            continue
+        if state == _AT_STOP and stop != end and cur.key()[:RUN_PREFIX] == end[:RUN_PREFIX]:
+            run(cur, bounds)
+        break
 
 
 def _short_bound(end: bytes) -> bytes:
@@ -132,24 +176,16 @@ def _scan_short_latest(cur: Cursor, stop: bytes | None, b: _Bounds) -> int:
     Once no more items are taken runs need no sorting: each stored key is one user key, and compared
     with ``stop`` (never inside a run) it sorts as its user key, so counting stored keys is exact."""
     out = b.out
+    room = b.take - len(out) if b.take > 0 else b.take
+    if room:
+        taken, state = _take_short_latest(cur, stop, room, out)
+        b.count += taken
+        if state is not None:
+            return state
+        if not cur.next():
+            return _EXHAUSTED
     count = 0
     try:
-        room = b.take - len(out) if b.take > 0 else b.take
-        if room:
-            append = out.append
-            for k, v in cur.iternext(keys=True, values=True):
-                if len(k) > RUN_PREFIX:
-                    return _AT_RUN
-                if stop is not None and k >= stop:
-                    return _AT_STOP
-                append(v)
-                count += 1
-                if count == room:
-                    break
-            else:
-                return _EXHAUSTED
-            if not cur.next():
-                return _EXHAUSTED
         for k in cur.iternext(keys=True, values=False):
             if stop is not None and k >= stop:
                 return _AT_STOP
@@ -157,6 +193,50 @@ def _scan_short_latest(cur: Cursor, stop: bytes | None, b: _Bounds) -> int:
         return _EXHAUSTED
     finally:
         b.count += count
+
+
+_key = itemgetter(0)
+_value = itemgetter(1)
+_FIRST_CHUNK: Final = 4
+_MAX_CHUNK: Final = 1024
+
+
+def _take_short_latest(
+    cur: Cursor, stop: bytes | None, room: int, out: list[bytes]
+) -> tuple[int, int | None]:
+    """Append the values of up to ``room`` entries (< 0: no limit) from the cursor on, stopping as
+    ``_scan_short_latest`` does. Returns (entries taken, its state or None when ``room`` was reached
+    with the cursor on the last entry taken).
+
+    Entries are read in growing chunks and cut with C-level tools (bisect for ``stop``, the longest key
+    for runs), which costs less per entry than a Python loop testing each key; a range of a few keys
+    reads at most three entries past its end."""
+    it = cur.iternext(keys=True, values=True)
+    taken = 0
+    chunk = _FIRST_CHUNK
+    while True:
+        want = chunk if room < 0 else min(chunk, room - taken)
+        items = list(islice(it, want))
+        cut = len(items) if stop is None else bisect_left(items, (stop,))
+        part = items if cut == len(items) else items[:cut]
+        state: int | None = None
+        if part and max(map(len, map(_key, part))) > RUN_PREFIX:
+            cut = next(i for i, k in enumerate(map(_key, part)) if len(k) > RUN_PREFIX)
+            part = part[:cut]
+            state = _AT_RUN
+        elif cut < len(items):
+            state = _AT_STOP
+        elif len(items) < want:
+            state = _EXHAUSTED
+        out.extend(map(_value, part))
+        taken += len(part)
+        if state is not None:
+            if state != _EXHAUSTED:
+                cur.set_key(items[cut][0])
+            return taken, state
+        if taken == room:
+            return taken, None
+        chunk = min(chunk * 4, _MAX_CHUNK)
 
 
 def _run_latest(cur: Cursor, b: _Bounds) -> bool:
@@ -191,44 +271,97 @@ def range_at(
         if may_be_shared(skey) and key_of_stored(data) != key:
             return [], 0
         return ([] if count_only else [data]), 1
-    bounds = _Bounds(key, end, 0 if count_only else (limit if limit > 0 else -1))
-    ok = _seek(cur, key)
-    while ok and _scan_short_at(cur, seek, bounds):
-        ok = _run_at(txn, kv, cur, seek, bounds)
-    revs = bounds.out
+    take = 0 if count_only else (limit if limit > 0 else -1)
+    found = _small_at(cur, key, end, seek, take) if max(len(key), len(end)) <= RUN_PREFIX else None
+    if found is None:
+        bounds = _Bounds(key, end, take)
+        _scan(
+            cur,
+            key,
+            end,
+            bounds,
+            lambda c, stop, b: _scan_short_at(c, seek, stop, b),
+            lambda c, b: _run_at(txn, kv, c, seek, b),
+        )
+        found = bounds.out, bounds.count
+    revs, count = found
     if not revs:
-        return [], bounds.count
+        return [], count
     kvs = [v for _, v in txn.cursor(kv).getmulti([index_to_rev_key(r) for r in revs])]
-    return kvs, bounds.count
+    return kvs, count
 
 
-def _scan_short_at(cur: Cursor, seek: bytes, b: _Bounds) -> bool:
-    """``_scan_short_latest`` over ``index``: collects the index values alive at the seek revision."""
-    end, revs, take = b.end, b.out, b.take
+def _small_at(cur: Cursor, key: bytes, end: bytes, seek: bytes, take: int) -> tuple[list[bytes], int] | None:
+    """``_small_latest`` over ``index``: the alive index values of a range of at most ``_SMALL`` stored
+    keys and no run, short bounds; None for any other range."""
+    if not cur.set_range(key):
+        return [], 0
+    open_ended = end == _SMALLEST_KEY
+    revs: list[bytes] = []
     count = 0
-    set_range_dup = cur.set_range_dup
-    get_key = cur.key
-    get_value = cur.value
-    next_nodup = cur.next_nodup
-    ok = True
-    while ok:
-        k = get_key()
-        if len(k) > RUN_PREFIX:
-            break
-        if end is not None and k >= end:
-            ok = False
-            break
-        if set_range_dup(k, seek):
-            value = get_value()
+    for seen in range(_SMALL + 1):
+        k = cur.key()
+        if not open_ended and k >= end:
+            return revs, count
+        if seen == _SMALL or len(k) > RUN_PREFIX:
+            return None
+        if cur.set_range_dup(k, seek):
+            value = cur.value()
             if value[16] != FLAG_TOMBSTONE:
                 count += 1
                 if len(revs) != take:
                     revs.append(value)
         else:
             cur.set_key(k)
-        ok = next_nodup()
-    b.count += count
-    return ok
+        if not cur.next_nodup():
+            break
+    return revs, count
+
+
+def _scan_short_at(cur: Cursor, seek: bytes, stop: bytes | None, b: _Bounds) -> int:
+    """``_scan_short_latest`` over ``index``: the index values alive at the seek revision. Only the
+    take phase tests for runs (the count phase judges each stored key on its own, in any order)."""
+    revs, take = b.out, b.take
+    count = 0
+    set_range_dup = cur.set_range_dup
+    get_key = cur.key
+    get_value = cur.value
+    next_nodup = cur.next_nodup
+    try:
+        if len(revs) != take:
+            ok = True
+            while ok:
+                k = get_key()
+                if len(k) > RUN_PREFIX:
+                    return _AT_RUN
+                if stop is not None and k >= stop:
+                    return _AT_STOP
+                if set_range_dup(k, seek):
+                    value = get_value()
+                    if value[16] != FLAG_TOMBSTONE:
+                        count += 1
+                        revs.append(value)
+                        if len(revs) == take:
+                            ok = next_nodup()
+                            break
+                else:
+                    cur.set_key(k)
+                ok = next_nodup()
+            if not ok:
+                return _EXHAUSTED
+        while True:
+            k = get_key()
+            if stop is not None and k >= stop:
+                return _AT_STOP
+            if set_range_dup(k, seek):
+                if get_value()[16] != FLAG_TOMBSTONE:
+                    count += 1
+            else:
+                cur.set_key(k)
+            if not next_nodup():
+                return _EXHAUSTED
+    finally:
+        b.count += count
 
 
 def _run_at(txn: Txn, kv: Db, cur: Cursor, seek: bytes, b: _Bounds) -> bool:

@@ -455,3 +455,27 @@ def test_hash_kv_is_independent_of_physical_compaction_progress(tmp_path: Path) 
 def test_key_of_stored_reads_keys_of_any_varint_length(length: int) -> None:
     key = bytes(range(256)) * (length // 256) + b"k" * (length % 256)
     assert key_of_stored(KeyValue(key=key, value=b"v", mod_revision=3).SerializeToString()) == key
+
+
+def test_large_ranges_over_short_keys_and_runs_match_sorted_keys(store: KVStore) -> None:
+    """Ranges read entries in growing chunks: limits, ends and runs at every chunk boundary."""
+    rng = random.Random(7)
+    keys = [b"k%05d" % i for i in range(0, 3000, 2)]
+    for i in (3, 21, 85, 341, 1365, 2999):
+        keys += [
+            (b"k%05d" % i).ljust(RUN_PREFIX, b"-") + bytes([rng.randrange(256)]) * n for n in (1, 17, 600)
+        ]
+    rng.shuffle(keys)
+    for start in range(0, len(keys), 500):
+        one_entry(store, *(("put", k, b"v") for k in keys[start : start + 500]))
+    all_put = one_entry(store, ("put", keys[0], b"w")) - 1  # ranges at all_put read the index
+    keys.sort()
+    for _ in range(60):
+        lo, hi = sorted(rng.sample(keys, 2))
+        lo, hi = rng.choice([lo, lo[:6]]), rng.choice([hi, hi[:6], b"\0"])
+        want = [k for k in keys if k >= lo and (hi == b"\0" or k < hi)]
+        limit = rng.choice([0, 1, 4, 5, 20, 21, 85, 86, 1000, 5000])
+        for rev in (0, all_put):
+            res = store.range(lo, hi, revision=rev, limit=limit)
+            assert [kv[0] for kv in kvs(res.kvs)] == (want[:limit] if limit else want)
+            assert res.count == len(want) == store.range(lo, hi, revision=rev, count_only=True).count
