@@ -12,10 +12,13 @@ the user key and sorts where the user key does, so scans compare it with the bou
 loops below). A longer one starts a *run*: every entry sharing its first ``RUN_PREFIX`` bytes (all of
 them user keys longer than that prefix, contiguous, ordered by digest). A scan that meets a run reads
 the whole run, recovers each full key from the stored KeyValue, sorts the run by full key and applies
-the bounds, limit and count to it exactly as to short keys, then goes back to the fast loop. Short keys
-pay nothing per entry at the current revision (``_take_short_latest`` finds runs with C-level tools;
-counting never needs them, see ``_scan_short_latest``) and one length test per key at older revisions;
-a run costs memory and time proportional to its size.
+the bounds, limit and count to it exactly as to short keys, then goes back to the fast loop.
+
+Cost for short keys (kept at the level of the layout without runs; see docs/performance.md): ranges of
+up to ``_SMALL`` keys with short bounds run one plain loop (``_small_latest``, ``_small_at``); longer
+ones test for runs only while taking items (at the current revision with C-level tools per chunk,
+``_take_short_latest``; at older revisions one length test per key), never while only counting (see
+``_scan_short_latest``). A run costs memory and time proportional to its size, even under a limit.
 """
 
 from __future__ import annotations
