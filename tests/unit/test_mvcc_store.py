@@ -267,7 +267,7 @@ def test_ranges_with_long_bounds_limits_and_old_revisions(store: KVStore) -> Non
     assert store.range(P + b"a" * 17, revision=3).count == 0
 
 
-def test_delete_range_compaction_and_restart_with_long_keys(db_path: Path) -> None:
+def test_delete_range_compaction_defrag_and_restart_with_long_keys(db_path: Path) -> None:
     be = Backend(db_path, map_size=64 << 20)
     store = KVStore(be)
     for i in range(3):
@@ -282,6 +282,8 @@ def test_delete_range_compaction_and_restart_with_long_keys(db_path: Path) -> No
     with store.read() as r:
         kept = [m for m, _, _ in r.history(0)]
         assert kept == [4] * (len(LONG_KEYS) - len(prevs))  # older revisions and tombstones are gone
+    be.defrag()
+    store.reload()
     be.close()
     be = Backend(db_path, map_size=64 << 20)
     store = KVStore(be)
