@@ -51,7 +51,8 @@ class KeyDigestCollisionError(EtcdError):
     Only keys of 511 bytes or more can collide: two over 511 bytes with the same 495-byte prefix and the
     same 128-bit digest, or a 511-byte key equal to another key's prefix + digest. The put is refused
     rather than mixing two keys' histories (with ~2**64 such keys under one prefix a collision becomes
-    likely; below that it practically never happens)."""
+    likely; below that it practically never happens). A Txn's puts are checked before any of its ops
+    is applied (``KVApplier``), so a refused Txn writes nothing."""
 
     code = grpc.StatusCode.INTERNAL
     message = "etcdserver: mvcc: key digest collision"

@@ -289,7 +289,7 @@ class WriteTxn(_Reader):
         txn = self._txn
         main = self._rev + 1
         sub = self._sub
-        skey = key if len(key) < MAX_STORED_KEY else self._unshared_stored_key(key)
+        skey = key if len(key) < MAX_STORED_KEY else self.unshared_stored_key(key)
         prev_bytes: bytes | None = txn.get(skey, db=b.latest)
         if prev_bytes is None:
             prev = None
@@ -318,9 +318,11 @@ class WriteTxn(_Reader):
         self._changes.append(Change(PUT, data, prev_bytes))
         return prev
 
-    def _unshared_stored_key(self, key: bytes) -> bytes:
+    def unshared_stored_key(self, key: bytes) -> bytes:
         """The stored key of a key of 511 bytes or more, after checking that no other user key's
-        current or past revisions use it (``latest`` holds the live one, ``index`` the newest)."""
+        current or past revisions use it (``latest`` holds the live one, ``index`` the newest);
+        raises :class:`KeyDigestCollisionError` otherwise. A Txn checks its puts with it before
+        applying any op, so a refused Txn writes nothing."""
         skey = stored_key(key)
         txn, b = self._txn, self._b
         owner = txn.get(skey, db=b.latest)

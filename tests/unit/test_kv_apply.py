@@ -15,7 +15,8 @@ import pytest
 
 from cluster.api import errors
 from cluster.api.gen.etcdserverpb import rpc_pb2 as pb
-from cluster.mvcc import KVStore
+from cluster.mvcc import KeyDigestCollisionError, KVStore
+from cluster.mvcc.layout import stored_key
 from cluster.server import kv_validate
 from cluster.server.kv_apply import KVApplier, encode_range_response, is_txn_read_only
 from cluster.storage.backend import Backend
@@ -430,3 +431,17 @@ def test_range_bytes_equals_range_with_node_header(filled: LocalKV, req: Any) ->
         raw = filled.kv.range_bytes(r, req, node_header.SerializeToString())
     want.header.MergeFrom(node_header)
     assert pb.RangeResponse.FromString(raw) == want
+
+
+def test_a_txn_whose_put_collides_with_another_keys_stored_key_writes_nothing(node: LocalKV) -> None:
+    """A 511-byte key equal to a long key's prefix + digest stands in for a digest collision."""
+    long_key = b"k" * 600
+    put(node, long_key)
+    impostor = stored_key(long_key)
+    with node.store.write() as w:  # as the apply loop does: the error is the result, the batch commits
+        w.begin()
+        with pytest.raises(KeyDigestCollisionError):
+            node.kv.txn(w, pb.TxnRequest(success=[op_put(b"first"), op_put(impostor)]))
+        assert not w.has_changes
+        w.end()
+    assert not node.range(RR(key=b"first")).kvs
