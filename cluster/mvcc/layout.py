@@ -119,9 +119,13 @@ def key_of_stored(value: bytes) -> bytes:
     n = value[1]
     if n < 0x80:
         return value[2 : 2 + n]
-    n &= 0x7F
-    shift = 7
-    pos = 2
+    second = value[2]
+    if second < 0x80:  # keys under 16 KiB
+        n = (n & 0x7F) | (second << 7)
+        return value[3 : 3 + n]
+    n = (n & 0x7F) | ((second & 0x7F) << 7)
+    shift = 14
+    pos = 3
     while True:
         b = value[pos]
         n |= (b & 0x7F) << shift
