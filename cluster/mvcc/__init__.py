@@ -7,23 +7,26 @@ Buckets of the LMDB backend (``cluster.storage.backend``):
     ``mvccpb.KeyValue`` (a tombstone stores key + mod_revision). etcd's own layout: history and watch
     catch-up read it by revision range.
 ``index`` (dupsort)
-    user key -> every stored revision of the key, inverted so the newest sorts first, with a
+    stored key -> every stored revision of the key, inverted so the newest sorts first, with a
     put/tombstone flag. A range at an old revision R finds, per key, the newest revision <= R with one
     cursor seek.
 ``latest``
-    user key -> serialized KeyValue of its live version (absent once deleted). A read at the current
+    stored key -> serialized KeyValue of its live version (absent once deleted). A read at the current
     revision is one range scan returning the stored bytes.
 ``leasekeys`` (dupsort)
-    lease id (8-byte signed BE) -> keys attached to it, so a revoke needs no scan and no start-up index.
+    lease id (8-byte signed BE) -> stored keys attached to it, so a revoke needs no scan and no start-up
+    index.
 ``meta``
     current and scheduled-compact revision, finished compaction and its progress, consistent index.
 
-Known difference from etcd: LMDB keys are at most 511 bytes, so keys longer than
-:data:`~cluster.mvcc.layout.MAX_KEY_SIZE` are refused (``KeyTooLongError``, INVALID_ARGUMENT) by request
-validation and by the store. Ranges and compares with longer keys or range ends still work.
+A *stored key* (``layout.stored_key``) is the user key when it fits LMDB's 511-byte key limit, else its
+first 495 bytes and a 16-byte BLAKE2b digest, so keys of any length (up to the request size, as etcd)
+are accepted. Stored keys sort like user keys except within a run of long keys sharing their 495-byte
+prefix, which the scans (``cluster.mvcc.reads``) sort by full key from the stored values. A digest
+collision is refused (``KeyDigestCollisionError``), never mixed into another key's history.
 """
 
-from cluster.mvcc.layout import MAX_KEY_SIZE, KeyTooLongError
+from cluster.mvcc.layout import KeyDigestCollisionError
 from cluster.mvcc.store import Change, KVStore, RangeResult, ReadTxn, WriteTxn
 
-__all__ = ["MAX_KEY_SIZE", "Change", "KVStore", "KeyTooLongError", "RangeResult", "ReadTxn", "WriteTxn"]
+__all__ = ["Change", "KVStore", "KeyDigestCollisionError", "RangeResult", "ReadTxn", "WriteTxn"]

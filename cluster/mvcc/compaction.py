@@ -26,6 +26,7 @@ from cluster.mvcc.layout import (
     key_of_stored,
     rev_key_to_index,
     seek_at_or_below,
+    stored_key,
 )
 
 
@@ -41,7 +42,7 @@ def pending(txn: Any, meta: Any, scheduled: int) -> bool:
 def _next_window(
     txn: Any, kv: Any, meta: Any, finished: int, target: int, limit: int
 ) -> list[tuple[bytes, bytes]]:
-    """Up to ``limit`` (revision key, user key) pairs after the saved progress with main <= target."""
+    """Up to ``limit`` (revision key, stored key) pairs after the saved progress with main <= target."""
     progress = txn.get(META_COMPACT_PROGRESS, db=meta)
     cur = txn.cursor(kv)
     start = REV.pack(max(finished, 0) + 1, 0) if progress is None else progress
@@ -54,7 +55,7 @@ def _next_window(
         if rk >= stop or len(window) == limit:
             break
         if rk != progress:
-            append((rk, key_of_stored(value)))
+            append((rk, stored_key(key_of_stored(value))))
     return window
 
 
@@ -66,20 +67,20 @@ def run_batch(txn: Any, kv: Any, index: Any, meta: Any, target: int, limit: int)
     window = _next_window(txn, kv, meta, finished, target, limit)
     idx_cur = txn.cursor(index)
     seek = seek_at_or_below(target)
-    for rk, user_key in window:
+    for rk, skey in window:
         own = rev_key_to_index(rk)
-        if not idx_cur.set_range_dup(user_key, seek):
-            raise RuntimeError(f"mvcc: index lost revision {rk.hex()} of {user_key!r}")
+        if not idx_cur.set_range_dup(skey, seek):
+            raise RuntimeError(f"mvcc: index lost revision {rk.hex()} of {skey!r}")
         if idx_cur.value() != own:
-            txn.delete(user_key, own, db=index)
+            txn.delete(skey, own, db=index)
             txn.delete(rk, db=kv)
             continue
         older = list(idx_cur.iternext_dup(keys=False, values=True))[1:]
         for value in older:
-            txn.delete(user_key, value, db=index)
+            txn.delete(skey, value, db=index)
             txn.delete(index_to_rev_key(value), db=kv)
         if len(rk) > 16:
-            txn.delete(user_key, own, db=index)
+            txn.delete(skey, own, db=index)
             txn.delete(rk, db=kv)
     if len(window) == limit:
         txn.put(META_COMPACT_PROGRESS, window[-1][0], db=meta)

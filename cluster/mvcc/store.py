@@ -27,14 +27,17 @@ from cluster.api.errors import COMPACTED, EMPTY_KEY, FUTURE_REV
 from cluster.api.gen.mvccpb import kv_pb2
 from cluster.mvcc import compaction
 from cluster.mvcc.layout import (
-    MAX_KEY_SIZE,
+    MAX_STORED_KEY,
     META_REVISION,
     REV,
-    KeyTooLongError,
+    KeyDigestCollisionError,
+    index_to_rev_key,
     index_value,
     key_of_stored,
+    may_be_shared,
     rev_key_to_index,
     seek_at_or_below,
+    stored_key,
 )
 from cluster.mvcc.reads import get_latest, range_at, range_latest
 from cluster.storage.backend import Backend
@@ -118,12 +121,17 @@ class _Reader:
         return RangeResult(kvs, count, view)
 
     def lease_keys(self, lease: int) -> list[bytes]:
-        """Keys currently attached to ``lease`` (kept in the ``leasekeys`` bucket by put/delete)."""
+        """Keys currently attached to ``lease``, sorted (kept in the ``leasekeys`` bucket by put/delete
+        as stored keys; a digest form is resolved through ``latest``, where an attached key is live)."""
         cur = self._txn.cursor(self._b.leasekeys)
         lid = _LEASE_ID.pack(lease)
         if not cur.set_key(lid):
             return []
-        return list(cur.iternext_dup(keys=False, values=True))
+        keys = list(cur.iternext_dup(keys=False, values=True))
+        if any(map(may_be_shared, keys)):
+            get, latest = self._txn.get, self._b.latest
+            keys = sorted(key_of_stored(get(k, db=latest)) if may_be_shared(k) else k for k in keys)
+        return keys
 
     def _hash_kv(self, rev: int, current: int, compact: int) -> tuple[int, int]:
         """etcd's HashByRev: CRC-32 of every ``kv`` entry a reader at ``rev`` could need, identical on
@@ -147,7 +155,7 @@ class _Reader:
             if k >= stop:
                 break
             if k < lower:
-                if len(k) > 16 or not idx.set_range_dup(key_of_stored(v), seek):
+                if len(k) > 16 or not idx.set_range_dup(stored_key(key_of_stored(v)), seek):
                     continue
                 if idx.value() != rev_key_to_index(k):
                     continue
@@ -275,15 +283,14 @@ class WriteTxn(_Reader):
 
     def put(self, key: bytes, value: bytes, lease: int = 0) -> kv_pb2.KeyValue | None:
         """Write a new version of ``key``; returns the previous live KeyValue, if any."""
-        if len(key) > MAX_KEY_SIZE:
-            raise KeyTooLongError()
         if not key:
             raise EMPTY_KEY()
         b = self._b
         txn = self._txn
         main = self._rev + 1
         sub = self._sub
-        prev_bytes: bytes | None = txn.get(key, db=b.latest)
+        skey = key if len(key) < MAX_STORED_KEY else self.unshared_stored_key(key)
+        prev_bytes: bytes | None = txn.get(skey, db=b.latest)
         if prev_bytes is None:
             prev = None
             create, version, prev_lease = main, 1, 0
@@ -300,16 +307,32 @@ class WriteTxn(_Reader):
         data = kv.SerializeToString()
         if not txn.put(REV.pack(main, sub), data, db=b.kv, append=True):
             raise RuntimeError(f"mvcc: revision {main}.{sub} is not above the stored revisions")
-        txn.put(key, _INV.pack(_MAX - main, _MAX - sub) + b"p", db=b.index, dupdata=True)
-        txn.put(key, data, db=b.latest)
+        txn.put(skey, _INV.pack(_MAX - main, _MAX - sub) + b"p", db=b.index, dupdata=True)
+        txn.put(skey, data, db=b.latest)
         if prev_lease != lease:
             if prev_lease:
-                txn.delete(_LEASE_ID.pack(prev_lease), key, db=b.leasekeys)
+                txn.delete(_LEASE_ID.pack(prev_lease), skey, db=b.leasekeys)
             if lease:
-                txn.put(_LEASE_ID.pack(lease), key, db=b.leasekeys, dupdata=True)
+                txn.put(_LEASE_ID.pack(lease), skey, db=b.leasekeys, dupdata=True)
         self._sub = sub + 1
         self._changes.append(Change(PUT, data, prev_bytes))
         return prev
+
+    def unshared_stored_key(self, key: bytes) -> bytes:
+        """The stored key of a key of 511 bytes or more, after checking that no other user key's
+        current or past revisions use it (``latest`` holds the live one, ``index`` the newest);
+        raises :class:`KeyDigestCollisionError` otherwise. A Txn checks its puts with it before
+        applying any op, so a refused Txn writes nothing."""
+        skey = stored_key(key)
+        txn, b = self._txn, self._b
+        owner = txn.get(skey, db=b.latest)
+        if owner is None:
+            cur = txn.cursor(b.index)
+            if cur.set_key(skey):
+                owner = txn.get(index_to_rev_key(cur.value()), db=b.kv)
+        if owner is not None and key_of_stored(owner) != key:
+            raise KeyDigestCollisionError()
+        return skey
 
     def delete_range(self, key: bytes, end: bytes = b"") -> list[kv_pb2.KeyValue]:
         """Delete the live keys of the range (tombstones at this revision); returns what was deleted."""
@@ -329,10 +352,11 @@ class WriteTxn(_Reader):
             tomb = _KeyValue(key=k, mod_revision=main).SerializeToString()
             if not txn.put(REV.pack(main, sub) + b"t", tomb, db=b.kv, append=True):
                 raise RuntimeError(f"mvcc: revision {main}.{sub} is not above the stored revisions")
-            txn.put(k, index_value(main, sub, True), db=b.index, dupdata=True)
-            txn.delete(k, db=b.latest)
+            skey = stored_key(k)
+            txn.put(skey, index_value(main, sub, True), db=b.index, dupdata=True)
+            txn.delete(skey, db=b.latest)
             if prev.lease:
-                txn.delete(_LEASE_ID.pack(prev.lease), k, db=b.leasekeys)
+                txn.delete(_LEASE_ID.pack(prev.lease), skey, db=b.leasekeys)
             self._sub = sub + 1
             self._changes.append(Change(DELETE, tomb, old))
             prevs.append(prev)

@@ -20,6 +20,7 @@ from cluster.api.gen.etcdserverpb import rpc_pb2
 from cluster.api.gen.mvccpb import kv_pb2
 from cluster.mvcc import KVStore, ReadTxn, WriteTxn
 from cluster.mvcc.gosort import go_sort
+from cluster.mvcc.layout import MAX_STORED_KEY
 
 __all__ = ["KVApplier", "encode_range_response", "is_txn_read_only"]
 
@@ -253,6 +254,8 @@ class KVApplier:
         if (put.ignore_value or put.ignore_lease) and not view.range(put.key).kvs:
             raise KEY_NOT_FOUND()
         self._check_lease(put.lease)
+        if len(put.key) >= MAX_STORED_KEY and isinstance(view, WriteTxn):
+            view.unshared_stored_key(put.key)  # a digest collision refuses the Txn before any write
 
     def _check_range(self, view: View, op: Any) -> None:
         if not op.HasField("request_range"):

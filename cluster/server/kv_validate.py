@@ -1,7 +1,7 @@
 """KV request validation at the edge, as etcd's v3rpc does it before proposing (api/v3rpc/key.go).
 
-Each check raises the exact etcd error. One addition: put keys longer than LMDB's 511-byte key limit
-are refused with :class:`cluster.mvcc.KeyTooLongError` (etcd has no such limit; see cluster.mvcc).
+Each check raises the exact etcd error. Keys of any length are accepted, as by etcd: the limit is the
+request size (``--max-request-bytes``), enforced by the gRPC server and the proposal size check.
 
 Duplicate-key detection in a Txn follows etcd's interval rules, quirks included: a delete's range is
 ``[key, range_end)`` compared bytewise with an empty end meaning "single key", and the ``"\\0"`` end
@@ -21,7 +21,6 @@ from cluster.api.errors import (
     TOO_MANY_OPS,
     VALUE_PROVIDED,
 )
-from cluster.mvcc import MAX_KEY_SIZE, KeyTooLongError
 
 __all__ = ["check_delete_range", "check_put", "check_range", "check_txn"]
 
@@ -41,8 +40,6 @@ def check_put(req: Any) -> None:
         raise VALUE_PROVIDED()
     if req.ignore_lease and req.lease != 0:
         raise LEASE_PROVIDED()
-    if len(req.key) > MAX_KEY_SIZE:
-        raise KeyTooLongError()
 
 
 def check_delete_range(req: Any) -> None:

@@ -15,7 +15,8 @@ import pytest
 
 from cluster.api import errors
 from cluster.api.gen.etcdserverpb import rpc_pb2 as pb
-from cluster.mvcc import KeyTooLongError, KVStore
+from cluster.mvcc import KeyDigestCollisionError, KVStore
+from cluster.mvcc.layout import stored_key
 from cluster.server import kv_validate
 from cluster.server.kv_apply import KVApplier, encode_range_response, is_txn_read_only
 from cluster.storage.backend import Backend
@@ -110,12 +111,21 @@ def keys(resp: Any) -> list[bytes]:
         (pb.PutRequest(key=b""), errors.EMPTY_KEY),
         (pb.PutRequest(key=b"k", value=b"v", ignore_value=True), errors.VALUE_PROVIDED),
         (pb.PutRequest(key=b"k", lease=5, ignore_lease=True), errors.LEASE_PROVIDED),
-        (pb.PutRequest(key=b"k" * 512), KeyTooLongError),
     ],
 )
 def test_put_validation(req: Any, error: type[errors.EtcdError]) -> None:
     with pytest.raises(error):
         kv_validate.check_put(req)
+
+
+def test_keys_of_any_length_pass_validation_and_round_trip(node: LocalKV) -> None:
+    """etcd has no key length limit below the request size; nor has Quorum (LMDB's 511 bytes included)."""
+    long_keys = [b"k" * 512, b"k" * 5000, b"k" * 511 + b"\0"]
+    for key in long_keys:
+        kv_validate.check_put(pb.PutRequest(key=key))
+        put(node, key, key[-3:])
+    assert keys(node.range(RR(key=b"k", range_end=b"l"))) == sorted(long_keys)
+    assert node.range(RR(key=b"k" * 5000)).kvs[0].value == b"kkk"
 
 
 def test_range_and_delete_need_a_key() -> None:
@@ -421,3 +431,17 @@ def test_range_bytes_equals_range_with_node_header(filled: LocalKV, req: Any) ->
         raw = filled.kv.range_bytes(r, req, node_header.SerializeToString())
     want.header.MergeFrom(node_header)
     assert pb.RangeResponse.FromString(raw) == want
+
+
+def test_a_txn_whose_put_collides_with_another_keys_stored_key_writes_nothing(node: LocalKV) -> None:
+    """A 511-byte key equal to a long key's prefix + digest stands in for a digest collision."""
+    long_key = b"k" * 600
+    put(node, long_key)
+    impostor = stored_key(long_key)
+    with node.store.write() as w:  # as the apply loop does: the error is the result, the batch commits
+        w.begin()
+        with pytest.raises(KeyDigestCollisionError):
+            node.kv.txn(w, pb.TxnRequest(success=[op_put(b"first"), op_put(impostor)]))
+        assert not w.has_changes
+        w.end()
+    assert not node.range(RR(key=b"first")).kvs

@@ -10,7 +10,8 @@ import pytest
 
 from cluster.api.errors import COMPACTED, FUTURE_REV
 from cluster.api.gen.mvccpb import kv_pb2
-from cluster.mvcc import MAX_KEY_SIZE, KeyTooLongError, KVStore, WriteTxn
+from cluster.mvcc import KeyDigestCollisionError, KVStore, WriteTxn
+from cluster.mvcc.layout import RUN_PREFIX, key_of_stored, stored_key
 from cluster.storage.backend import Backend
 from tests.unit.test_mvcc_model import Model, ModelKV
 
@@ -207,21 +208,145 @@ def test_lease_keys_follow_puts_and_deletes(store: KVStore) -> None:
         assert r.lease_keys(7) == []
 
 
-def test_keys_over_lmdb_limit_are_refused_but_ranges_with_long_bounds_work(store: KVStore) -> None:
-    long_key = b"x" * (MAX_KEY_SIZE + 1)
-    with pytest.raises(KeyTooLongError), store.write() as w:
-        w.put(long_key, b"v")
-    one_entry(store, ("put", b"x" * MAX_KEY_SIZE + b"\x00"[:0], b"v"), ("put", b"y", b"v"))
-    assert store.range(long_key).count == 0
-    assert [k[0] for k in kvs(store.range(long_key, b"\0").kvs)] == [b"y"]
-    assert store.range(long_key, b"\0", revision=1).count == 0
+P = b"p" * RUN_PREFIX
+"""A prefix as long as the stored keys' run prefix: every longer key starting with it is in one run."""
+LONG_KEYS = [
+    b"p",
+    P[:-1],
+    P,
+    P + b"\0",
+    P + b"a",
+    P + b"a" * 16,  # 511 bytes: stored as is, the length of the digest forms
+    P + b"a" * 16 + b"\0",
+    P + b"a" * 17,
+    P + b"b" * 600,
+    P + b"b" * 5000,
+    P + b"c",
+    P + b"\xff" * 40,
+    P[:-1] + b"q",
+    P[:-1] + b"q" + b"x" * 100,
+    P[:-1] + b"q" + b"y" * 100,
+    b"q",
+]
+"""Short keys around two runs of long ones (digest forms, 496..511-byte keys stored as is), sorted."""
+
+
+def test_long_keys_are_stored_as_prefix_and_digest_and_read_back_in_key_order(store: KVStore) -> None:
+    shuffled = LONG_KEYS[:]
+    random.Random(1).shuffle(shuffled)
+    one_entry(store, *(("put", k, b"%d" % len(k)) for k in shuffled))
+    assert [len(stored_key(k)) for k in LONG_KEYS] == [min(len(k), 511) for k in LONG_KEYS]
+    assert [kv[0] for kv in kvs(store.range(b"\0", b"\0").kvs)] == LONG_KEYS
+    assert store.range(b"\0", b"\0", count_only=True).count == len(LONG_KEYS)
+    for key in LONG_KEYS:
+        assert kvs(store.range(key).kvs)[0][:2] == (key, b"%d" % len(key))
+    assert store.range(P + b"b" * 601).count == 0
+    assert store.range(P + b"b" * 599 + b"c").count == 0
+
+
+def test_ranges_with_long_bounds_limits_and_old_revisions(store: KVStore) -> None:
+    one_entry(store, *(("put", k, b"v1") for k in LONG_KEYS))
+    one_entry(store, ("delete_range", P + b"a" * 17, b""), ("put", P + b"b" * 600, b"v2"))
+    sorted_keys = sorted(LONG_KEYS)
+    for rev in (2, 3):
+        alive = sorted_keys if rev == 2 else [k for k in sorted_keys if k != P + b"a" * 17]
+        for start, end in [
+            (P + b"a", P + b"b" * 5000),
+            (P + b"a" * 16 + b"\0", b"\0"),
+            (P + b"a" * 40, P + b"c\0"),
+            (b"p\0", P + b"a" * 17),
+            (P + b"b" * 600, P[:-1] + b"q" + b"y"),
+        ]:
+            want = [k for k in alive if start <= k < end or (end == b"\0" and k >= start)]
+            for limit in (0, 1, 3):
+                res = store.range(start, end, revision=rev, limit=limit)
+                assert [kv[0] for kv in kvs(res.kvs)] == (want[:limit] if limit else want)
+                assert res.count == len(want)
+            assert store.range(start, end, revision=rev, count_only=True).count == len(want)
+    assert kvs(store.range(P + b"b" * 600, revision=2).kvs)[0][1] == b"v1"
+    assert store.range(P + b"a" * 17, revision=3).count == 0
+
+
+def test_delete_range_compaction_defrag_and_restart_with_long_keys(db_path: Path) -> None:
+    be = Backend(db_path, map_size=64 << 20)
+    store = KVStore(be)
+    for i in range(3):
+        one_entry(store, *(("put", k, b"%d" % i) for k in LONG_KEYS))
+    prevs = None
+    with store.write() as w:
+        w.begin()
+        prevs = w.delete_range(P + b"\0", P + b"b" * 5000 + b"\0")
+        w.end()
+    assert [p.key for p in prevs] == [k for k in sorted(LONG_KEYS) if P + b"\0" <= k <= P + b"b" * 5000]
+    store.compact(store.current_revision)
+    with store.read() as r:
+        kept = [m for m, _, _ in r.history(0)]
+        assert kept == [4] * (len(LONG_KEYS) - len(prevs))  # older revisions and tombstones are gone
+    be.defrag()
+    store.reload()
+    be.close()
+    be = Backend(db_path, map_size=64 << 20)
+    store = KVStore(be)
+    assert [kv[0] for kv in kvs(store.range(b"\0", b"\0").kvs)] == [
+        k for k in sorted(LONG_KEYS) if not P + b"\0" <= k <= P + b"b" * 5000
+    ]
+    one_entry(store, ("put", P + b"b" * 5000, b"again"))
+    assert kvs(store.range(P + b"b" * 5000).kvs)[0][1:5] == (
+        b"again",
+        store.current_revision,
+        store.current_revision,
+        1,
+    )
+    be.close()
+
+
+def test_lease_keys_are_full_long_keys_in_key_order(store: KVStore) -> None:
+    one_entry(store, *(("put", k, b"v", 7) for k in LONG_KEYS))
+    one_entry(store, ("put", P + b"c", b"v", 0))
+    with store.read() as r:
+        attached = r.lease_keys(7)
+    assert attached == sorted(k for k in LONG_KEYS if k != P + b"c")
+    with store.write() as w:
+        w.begin()
+        for k in attached:
+            w.delete_range(k)
+        w.end()
+    assert [kv[0] for kv in kvs(store.range(b"\0", b"\0").kvs)] == [P + b"c"]
+    with store.read() as r:
+        assert r.lease_keys(7) == []
+
+
+def test_a_put_whose_stored_key_belongs_to_another_key_is_refused(store: KVStore) -> None:
+    """A 511-byte key equal to a long key's prefix + digest stands in for a digest collision."""
+    long_key = P + b"z" * 30
+    one_entry(store, ("put", long_key, b"v"))
+    impostor = stored_key(long_key)
+    assert store.range(impostor).count == 0
+    with pytest.raises(KeyDigestCollisionError), store.write() as w:
+        w.put(impostor, b"w")
+    one_entry(store, ("delete_range", long_key, b""))
+    with pytest.raises(KeyDigestCollisionError), store.write() as w:
+        w.put(impostor, b"w")  # the deleted key's history still owns the stored key
+    assert store.range(impostor, revision=2).count == 0
+    store.compact(store.current_revision)
+    one_entry(store, ("put", impostor, b"w"))
+    assert kvs(store.range(impostor).kvs)[0][:2] == (impostor, b"w")
 
 
 def test_random_histories_match_reference_model(db_path: Path) -> None:
     """Random puts, deletes, multi-op entries, batches, compactions and restarts (fixed seeds); after
     every batch every revision's ranges match the model, and compacted ones raise."""
-    keys = [b"a", b"ab", b"b", b"ba", b"c", b"d", b"\x00", b"\xff", b"\xff\xff"]
-    for seed in range(6):
+    _random_histories(
+        db_path, [b"a", b"ab", b"b", b"ba", b"c", b"d", b"\x00", b"\xff", b"\xff\xff"], range(6)
+    )
+
+
+def test_random_histories_with_long_keys_match_reference_model(db_path: Path) -> None:
+    _random_histories(db_path, LONG_KEYS, range(100, 104))
+
+
+def _random_histories(db_path: Path, keys: list[bytes], seeds: range) -> None:
+    for seed in seeds:
         rng = random.Random(seed)
         be = Backend(db_path.with_name(f"db{seed}"), map_size=64 << 20)
         store = KVStore(be)
@@ -326,3 +451,33 @@ def test_hash_kv_is_independent_of_physical_compaction_progress(tmp_path: Path) 
             a.hash_kv(a.revision + 1)
     for st in stores:
         st.backend.close()
+
+
+@pytest.mark.parametrize("length", [1, 127, 128, 511, 16383, 16384, 1572864])
+def test_key_of_stored_reads_keys_of_any_varint_length(length: int) -> None:
+    key = bytes(range(256)) * (length // 256) + b"k" * (length % 256)
+    assert key_of_stored(KeyValue(key=key, value=b"v", mod_revision=3).SerializeToString()) == key
+
+
+def test_large_ranges_over_short_keys_and_runs_match_sorted_keys(store: KVStore) -> None:
+    """Ranges read entries in growing chunks: limits, ends and runs at every chunk boundary."""
+    rng = random.Random(7)
+    keys = [b"k%05d" % i for i in range(0, 3000, 2)]
+    for i in (3, 21, 85, 341, 1365, 2999):
+        keys += [
+            (b"k%05d" % i).ljust(RUN_PREFIX, b"-") + bytes([rng.randrange(256)]) * n for n in (1, 17, 600)
+        ]
+    rng.shuffle(keys)
+    for start in range(0, len(keys), 500):
+        one_entry(store, *(("put", k, b"v") for k in keys[start : start + 500]))
+    all_put = one_entry(store, ("put", keys[0], b"w")) - 1  # ranges at all_put read the index
+    keys.sort()
+    for _ in range(60):
+        lo, hi = sorted(rng.sample(keys, 2))
+        lo, hi = rng.choice([lo, lo[:6]]), rng.choice([hi, hi[:6], b"\0"])
+        want = [k for k in keys if k >= lo and (hi == b"\0" or k < hi)]
+        limit = rng.choice([0, 1, 4, 5, 20, 21, 85, 86, 1000, 5000])
+        for rev in (0, all_put):
+            res = store.range(lo, hi, revision=rev, limit=limit)
+            assert [kv[0] for kv in kvs(res.kvs)] == (want[:limit] if limit else want)
+            assert res.count == len(want) == store.range(lo, hi, revision=rev, count_only=True).count
