@@ -87,6 +87,7 @@ def _with_bogus_read(history: History) -> History:
     i = max(
         i for i, op in enumerate(ops)
         if op.outcome == "ok" and isinstance(op.request, Range) and op.request.range_end and op.response
+        and not op.request.serializable
         and op.response.results and op.response.results[0].kvs  # type: ignore[union-attr]
     )  # fmt: skip
     op = ops[i]

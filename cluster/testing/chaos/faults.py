@@ -93,6 +93,7 @@ class FaultInjector:
         role = "leader" if victim is self.cluster.leader() else "follower"
         self._note(f"kill -9 {victim.name} ({role}) for {down:.2f}s")
         self.cluster.killed.add(victim.name)
+        self.history.new_incarnation(victim.endpoint)
         victim.kill(signal.SIGKILL)
         time.sleep(down)
         self.restart(victim)
@@ -104,6 +105,7 @@ class FaultInjector:
         self._note(f"kill -9 all members for {down:.2f}s")
         for m in self.cluster.members:
             self.cluster.killed.add(m.name)
+            self.history.new_incarnation(m.endpoint)
             m.kill(signal.SIGKILL)
         time.sleep(down)
         for m in self.cluster.members:
@@ -209,6 +211,7 @@ class FaultInjector:
             return
         self._note(f"{member.name} exited after a disk error")
         self.cluster.killed.add(member.name)
+        self.history.new_incarnation(member.endpoint)
         self.restart(member)
 
     def replace_member(self) -> None:
@@ -222,6 +225,7 @@ class FaultInjector:
             self.errors.append(f"{victim.name} is not in the member list: {sorted(ids)}")
             return
         self.cluster.killed.add(victim.name)  # a removed member stops itself
+        self.history.new_incarnation(victim.endpoint)
         self._membership(others, rpc_pb2.MemberRemoveRequest(ID=ids[victim.name]))
         deadline = time.monotonic() + 20
         while victim.running and time.monotonic() < deadline:

@@ -22,6 +22,15 @@ model), which the patching leaves a singleton in practice; the search ends when 
 observed) operation is placed.
 
 Unknown reads and failed operations change nothing and are dropped.
+
+Leases: a grant or revoke of unknown outcome is always an optional step (it can change the lease set
+without taking a revision). Lease expiry is the leader's own revoke, which no client sees, so every
+granted lease gets an optional `LeaseExpire` step, placeable from the earliest time the lease could have
+expired: its TTL after the grant was sent, after the last keep-alive acknowledged with a TTL (etcd's
+lessor renews only a lease that has not expired, and a new leader extends every lease), and after the
+invocation of any ok operation that found the lease alive. Serializable reads and keep-alives are not
+linearized (see serializable.py); on success the revision -> state map of the linearization found is
+returned for that check.
 """
 
 from __future__ import annotations
@@ -36,9 +45,15 @@ from pathlib import Path
 from cluster.testing.chaos.history import (
     Delete,
     DeleteResult,
+    KeyValue,
+    LeaseExpire,
+    LeaseGrant,
+    LeaseKeepAlive,
+    LeaseRevoke,
     Operation,
     Put,
     PutResult,
+    Range,
     RangeResult,
     Response,
     Txn,
@@ -76,11 +91,17 @@ class LinearizabilityResult:
     steps: int
     dropped_unknown: int
     maybe: int
+    states: dict[int, frozenset[tuple[KeyValue, ...]]] | None = None
+    """On success: revision -> the keys (every possible set of them) at that revision in the
+    linearization found."""
 
 
 def writes(op: Operation) -> bool:
-    """Whether the request can change the store (a Txn if either branch has a put or a delete)."""
+    """Whether the request can change the store (a Txn if either branch has a put or a delete; a lease
+    grant or revoke)."""
     req = op.request
+    if isinstance(req, LeaseGrant | LeaseRevoke):
+        return True
     ops = (*req.success, *req.failure) if isinstance(req, Txn) else (req,)
     return any(isinstance(o, Put | Delete) for o in ops)
 
@@ -92,7 +113,10 @@ def _put_values(op: Operation) -> list[bytes]:
 
 
 def _changed(resp: Response, op: Operation) -> bool:
-    """Whether an ok operation took a revision, from its response."""
+    """Whether an ok operation certainly took a revision, from its response (a revoke took one only if
+    the lease had keys, which its response does not tell)."""
+    if resp.error or isinstance(op.request, LeaseGrant | LeaseRevoke):
+        return False
     if isinstance(op.request, Put):
         return True
     return any(isinstance(r, PutResult) or (isinstance(r, DeleteResult) and r.deleted) for r in resp.results)
@@ -132,6 +156,8 @@ def patch(ops: Iterable[Operation], watches: Iterable[WatchStream] = ()) -> tupl
     taken: set[int] = set()
     highest = INITIAL.revision
     for op in ops:
+        if not linearized(op):
+            continue
         if op.outcome == "ok" and op.response is not None:
             steps.append(Step(op, Kind.OK, op.invoke, op.ret))
             highest = max(highest, op.response.revision)
@@ -144,13 +170,46 @@ def patch(ops: Iterable[Operation], watches: Iterable[WatchStream] = ()) -> tupl
                 steps.append(Step(op, Kind.APPLIED_AT, op.invoke, max(when, op.invoke), rev))
                 taken.add(rev)
                 highest = max(highest, rev)
+            elif isinstance(op.request, LeaseGrant | LeaseRevoke):
+                steps.append(Step(op, Kind.MAYBE, op.invoke, math.inf))
             else:
                 unknown.append(op)
+    steps.extend(Step(op, Kind.MAYBE, op.invoke, math.inf) for op in expiries(ops))
     holes = set(range(INITIAL.revision + 1, highest + 1)) - taken
     if holes:
         steps.extend(Step(op, Kind.MAYBE, op.invoke, math.inf) for op in unknown)
         return steps, 0, holes
     return steps, len(unknown), holes
+
+
+def linearized(op: Operation) -> bool:
+    """Serializable reads may be stale and keep-alives are answered by whoever believes it leads: both
+    are judged elsewhere, not placed in the linearization."""
+    req = op.request
+    return not isinstance(req, LeaseKeepAlive) and not (isinstance(req, Range) and req.serializable)
+
+
+def expiries(ops: list[Operation]) -> list[Operation]:
+    """One `LeaseExpire` pseudo-operation per lease granted (ok or unknown), invoked at the earliest
+    time the leader could have expired it (see the module docstring)."""
+    earliest: dict[int, float] = {}
+    for op in ops:
+        req, resp = op.request, op.response
+        if isinstance(req, LeaseGrant) and op.outcome != "failed":
+            ttl = resp.ttl if resp is not None and op.outcome == "ok" else req.ttl
+            earliest[req.lease] = max(earliest.get(req.lease, 0.0), op.invoke + ttl)
+    for op in ops:
+        req, resp = op.request, op.response
+        if op.outcome != "ok" or resp is None or resp.error:
+            continue
+        if isinstance(req, LeaseKeepAlive) and resp.ttl > 0 and req.lease in earliest:
+            earliest[req.lease] = max(earliest[req.lease], op.invoke + resp.ttl)
+        elif isinstance(req, Put) and req.lease in earliest:
+            earliest[req.lease] = max(earliest[req.lease], op.invoke)
+    return [
+        Operation(-1 - i, -1, LeaseExpire(lease), when, math.inf, "unknown")
+        for i, (lease, when) in enumerate(sorted(earliest.items()))
+    ]
 
 
 def _step(step: Step, states: Possible, holes: set[int]) -> Possible:
@@ -166,9 +225,12 @@ def _step(step: Step, states: Possible, holes: set[int]) -> Possible:
             if new.revision == step.revision and new is not s:
                 out.add(new)
         return frozenset(out)
-    return frozenset(
-        new for s in states if (new := apply(s, step.op.request)[0]).revision in holes and new is not s
-    )
+    return frozenset(new for s in states if _optional_fits(s, new := apply(s, step.op.request)[0], holes))
+
+
+def _optional_fits(state: State, new: State, holes: set[int]) -> bool:
+    """An optional step is placed only if it changes something, and a revision it takes is a hole."""
+    return new is not state and (new.revision == state.revision or new.revision in holes)
 
 
 def check_history(
@@ -262,7 +324,19 @@ def check_history(
             required += steps[step_of[entry]].kind is not Kind.MAYBE
             unlift(entry)
             entry = nxt[entry]
-    return LinearizabilityResult(True, "", n, count, dropped, maybe)
+    path = [steps[step_of[e]] for e, _ in stack]
+    return LinearizabilityResult(True, "", n, count, dropped, maybe, _states_by_revision(path, holes))
+
+
+def _states_by_revision(path: list[Step], holes: set[int]) -> dict[int, frozenset[tuple[KeyValue, ...]]]:
+    """Replay the linearization found: the keys at every revision it passes through."""
+    states: Possible = frozenset({INITIAL})
+    seen: dict[int, set[tuple[KeyValue, ...]]] = {INITIAL.revision: {INITIAL.kvs}}
+    for step in path:
+        states = _step(step, states, holes)
+        for s in states:
+            seen.setdefault(s.revision, set()).add(s.kvs)
+    return {rev: frozenset(kvs) for rev, kvs in seen.items()}
 
 
 def _report(steps: list[Step], best: tuple[list[int], Possible]) -> str:

@@ -13,14 +13,25 @@ import asyncio
 import shutil
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster.testing.chaos import archive
 from cluster.testing.chaos.cluster import ChaosCluster, start_cluster
 from cluster.testing.chaos.faults import FaultInjector
-from cluster.testing.chaos.history import History, Put, Range, Response, WatchStream
+from cluster.testing.chaos.history import (
+    History,
+    LeaseGrant,
+    LeaseKeepAlive,
+    LeaseRevoke,
+    Put,
+    Range,
+    Response,
+    WatchStream,
+)
 from cluster.testing.chaos.linearizability import check_history
+from cluster.testing.chaos.serializable import check_serializable
 from cluster.testing.chaos.watchcheck import check_watches
 from cluster.testing.chaos.watchers import LogicalWatch
 from cluster.testing.chaos.workload import Channels, KvClient, WorkloadConfig, perform
@@ -131,6 +142,7 @@ async def _drive(cluster: ChaosCluster, config: RunConfig, report_dir: Path) -> 
     watch_tasks = [asyncio.create_task(w.run(stop_watches)) for w in watches]
     clients = [KvClient(i, endpoints, history, config.seed, cfg) for i in range(cfg.clients)]
     client_tasks = [asyncio.create_task(c.run(stop_clients)) for c in clients]
+    client_tasks += [asyncio.create_task(c.keep_alive(stop_clients)) for c in clients if cfg.leases]
     injector = FaultInjector(cluster, config.seed, config.faults, history)
     fault_task = asyncio.create_task(injector.run(stop_faults))
     late = await _late_watch(history, cfg, endpoints, config.duration / 3, stop_clients)
@@ -186,6 +198,9 @@ def _judge(
         report_path=report_dir / "linearizability.txt",
     )
     lin_seconds = time.monotonic() - started
+    stale = check_serializable(history.operations, lin.states) if lin.states is not None else []
+    if stale:
+        (report_dir / "serializable.txt").write_text("\n".join(stale) + "\n")
     watch = check_watches(
         history.operations,
         streams,
@@ -202,20 +217,42 @@ def _judge(
         f"operations: {counts['ok']} ok, {counts['unknown']} unknown, {counts['failed']} failed; "
         f"watch events: {counts['watch_events']} in {len(streams)} streams",
         f"faults injected: {injector.injected}",
+        _lease_line(history),
         f"linearizability: {_word(lin.ok)} ({lin.operations} ops searched, "
         f"{lin.dropped_unknown} unknown dropped, "
         f"{lin.maybe} maybe, {lin.steps} steps, {lin_seconds:.1f}s)",
         f"watch: {_word(watch.ok)}",
+        f"serializable reads: {_word(not stale if lin.states is not None else None)}",
         *problems,
+        *stale[:20],
     ]
     if lin.ok is False:
         summary.append(lin.report.rstrip())
     if not watch.ok:
         summary.append(watch.report.rstrip())
-    ok: bool | None = lin.ok is True and watch.ok and not problems
+    ok: bool | None = lin.ok is True and watch.ok and not problems and not stale
     if lin.ok is None and watch.ok and not problems:
         ok = None
     return Verdict(ok, summary, history=history)
+
+
+def _lease_line(history: History) -> str:
+    """What the run did with leases and serializable reads (to see that they were exercised)."""
+    tally: Counter[str] = Counter()
+    for op in history.operations:
+        req, resp = op.request, op.response
+        ok = op.outcome == "ok" and resp is not None
+        if isinstance(req, LeaseGrant | LeaseRevoke | LeaseKeepAlive) and ok:
+            tally[type(req).__name__] += 1
+        elif isinstance(req, Put) and req.lease and ok:
+            tally["gone" if resp.error else "leased"] += 1  # type: ignore[union-attr]
+        elif isinstance(req, Range) and req.serializable and ok:
+            tally["serializable"] += 1
+    return (
+        f"leases: {tally['LeaseGrant']} granted, {tally['LeaseRevoke']} revoked, "
+        f"{tally['LeaseKeepAlive']} keep-alives, {tally['leased']} puts with a lease, "
+        f"{tally['gone']} found it gone; {tally['serializable']} serializable reads (all ok outcomes)"
+    )
 
 
 def _word(ok: bool | None) -> str:
