@@ -26,8 +26,9 @@ Unknown reads and failed operations change nothing and are dropped.
 Leases: a grant or revoke of unknown outcome is always an optional step (it can change the lease set
 without taking a revision). Lease expiry is the leader's own revoke, which no client sees, so every
 granted lease gets an optional `LeaseExpire` step, placeable from the earliest time the lease could have
-expired: its TTL after the grant was sent, after the last keep-alive acknowledged with a TTL (etcd's
-lessor renews only a lease that has not expired, and a new leader extends every lease), and after the
+expired: its TTL after the grant was sent, after the last keep-alive acknowledged with a TTL by a member
+(etcd's lessor renews only a lease that has not expired, and a new leader extends every lease; a
+keep-alive through a proxy is not counted, as the proxy may answer from its own shared stream), and after the
 invocation of any ok operation that found the lease alive. Serializable reads and keep-alives are not
 linearized (see serializable.py); on success the revision -> state map of the linearization found is
 returned for that check.
@@ -202,7 +203,7 @@ def expiries(ops: list[Operation]) -> list[Operation]:
         req, resp = op.request, op.response
         if op.outcome != "ok" or resp is None or resp.error:
             continue
-        if isinstance(req, LeaseKeepAlive) and resp.ttl > 0 and req.lease in earliest:
+        if isinstance(req, LeaseKeepAlive) and resp.ttl > 0 and req.lease in earliest and op.session:
             earliest[req.lease] = max(earliest[req.lease], op.invoke + resp.ttl)
         elif isinstance(req, Put) and req.lease in earliest:
             earliest[req.lease] = max(earliest[req.lease], op.invoke)
