@@ -29,9 +29,14 @@ granted lease gets an optional `LeaseExpire` step, placeable from the earliest t
 expired: its TTL after the grant was sent, after the last keep-alive acknowledged with a TTL by a member
 (etcd's lessor renews only a lease that has not expired, and a new leader extends every lease; a
 keep-alive through a proxy is not counted, as the proxy may answer from its own shared stream), and after the
-invocation of any ok operation that found the lease alive. Serializable reads and keep-alives are not
-linearized (see serializable.py); on success the revision -> state map of the linearization found is
-returned for that check.
+invocation of any ok operation that found the lease alive. Keep-alives are not linearized (a member
+that still believes it leads answers them from its own lessor).
+
+Serializable reads may be stale: each is a step that may be placed anywhere before it returned (its
+invocation is taken as -inf), but only where the model is at the revision its header carries, and it
+must answer exactly that state. Checking them inside the search, rather than against one linearization
+found afterwards, matters: which unknown write or lease expiry filled a hole may only be decided by
+them. Their monotonicity per member session is checked apart (serializable.py).
 """
 
 from __future__ import annotations
@@ -46,7 +51,6 @@ from pathlib import Path
 from cluster.testing.chaos.history import (
     Delete,
     DeleteResult,
-    KeyValue,
     LeaseExpire,
     LeaseGrant,
     LeaseKeepAlive,
@@ -56,12 +60,13 @@ from cluster.testing.chaos.history import (
     PutResult,
     Range,
     RangeResult,
+    Request,
     Response,
     Txn,
     WatchStream,
     describe,
 )
-from cluster.testing.chaos.model import INITIAL, State, apply, check
+from cluster.testing.chaos.model import INITIAL, State, apply, check, expire_unattached
 
 Possible = frozenset[State]
 
@@ -81,6 +86,8 @@ class Step:
     call: float
     ret: float
     revision: int = 0  # for APPLIED_AT
+    may_expire: tuple[int, ...] = ()
+    """Leases the operation uses that may have expired, unseen and without keys, just before it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +99,6 @@ class LinearizabilityResult:
     steps: int
     dropped_unknown: int
     maybe: int
-    states: dict[int, frozenset[tuple[KeyValue, ...]]] | None = None
-    """On success: revision -> the keys (every possible set of them) at that revision in the
-    linearization found."""
 
 
 def writes(op: Operation) -> bool:
@@ -156,11 +160,19 @@ def patch(ops: Iterable[Operation], watches: Iterable[WatchStream] = ()) -> tupl
     unknown: list[Operation] = []
     taken: set[int] = set()
     highest = INITIAL.revision
+    bounds = expiry_bounds(ops)
+
+    def step(op: Operation, kind: Kind, ret: float, revision: int = 0) -> Step:
+        expire = tuple(lease for lease in _leases_used(op) if lease in bounds and bounds[lease] < ret)
+        return Step(op, kind, op.invoke, ret, revision, expire)
+
     for op in ops:
         if not linearized(op):
             continue
-        if op.outcome == "ok" and op.response is not None:
-            steps.append(Step(op, Kind.OK, op.invoke, op.ret))
+        if op.outcome == "ok" and op.response is not None and _serializable(op):
+            steps.append(Step(op, Kind.OK, -math.inf, op.ret))
+        elif op.outcome == "ok" and op.response is not None:
+            steps.append(step(op, Kind.OK, op.ret))
             highest = max(highest, op.response.revision)
             if _changed(op.response, op):
                 taken.add(op.response.revision)
@@ -168,31 +180,50 @@ def patch(ops: Iterable[Operation], watches: Iterable[WatchStream] = ()) -> tupl
             hits = [seen[v] for v in _put_values(op) if v in seen]
             if hits:
                 rev, when = min(hits, key=lambda h: h[1])
-                steps.append(Step(op, Kind.APPLIED_AT, op.invoke, max(when, op.invoke), rev))
+                steps.append(step(op, Kind.APPLIED_AT, max(when, op.invoke), rev))
                 taken.add(rev)
                 highest = max(highest, rev)
             elif isinstance(op.request, LeaseGrant | LeaseRevoke):
-                steps.append(Step(op, Kind.MAYBE, op.invoke, math.inf))
+                steps.append(step(op, Kind.MAYBE, math.inf))
             else:
                 unknown.append(op)
-    steps.extend(Step(op, Kind.MAYBE, op.invoke, math.inf) for op in expiries(ops))
+    steps.extend(Step(op, Kind.MAYBE, op.invoke, math.inf) for op in expiries(bounds))
     holes = set(range(INITIAL.revision + 1, highest + 1)) - taken
     if holes:
-        steps.extend(Step(op, Kind.MAYBE, op.invoke, math.inf) for op in unknown)
+        steps.extend(step(op, Kind.MAYBE, math.inf) for op in unknown)
         return steps, 0, holes
     return steps, len(unknown), holes
 
 
 def linearized(op: Operation) -> bool:
-    """Serializable reads may be stale and keep-alives are answered by whoever believes it leads: both
-    are judged elsewhere, not placed in the linearization."""
+    """Keep-alives are answered by whoever believes it leads: they only bound expiries."""
+    return not isinstance(op.request, LeaseKeepAlive)
+
+
+def _serializable(op: Operation) -> bool:
+    return isinstance(op.request, Range) and op.request.serializable
+
+
+def _leases_used(op: Operation) -> set[int]:
     req = op.request
-    return not isinstance(req, LeaseKeepAlive) and not (isinstance(req, Range) and req.serializable)
+    if isinstance(req, LeaseRevoke):
+        return {req.lease}
+    ops = (*req.success, *req.failure) if isinstance(req, Txn) else (req,)
+    return {o.lease for o in ops if isinstance(o, Put) and o.lease}
 
 
-def expiries(ops: list[Operation]) -> list[Operation]:
-    """One `LeaseExpire` pseudo-operation per lease granted (ok or unknown), invoked at the earliest
-    time the leader could have expired it (see the module docstring)."""
+def expiries(bounds: dict[int, float]) -> list[Operation]:
+    """One `LeaseExpire` pseudo-operation per lease granted, invoked at the earliest time the leader
+    could have expired it."""
+    return [
+        Operation(-1 - i, -1, LeaseExpire(lease), when, math.inf, "unknown")
+        for i, (lease, when) in enumerate(sorted(bounds.items()))
+    ]
+
+
+def expiry_bounds(ops: list[Operation]) -> dict[int, float]:
+    """Lease -> the earliest time the leader could have expired it, for every lease granted (ok or
+    unknown); see the module docstring."""
     earliest: dict[int, float] = {}
     for op in ops:
         req, resp = op.request, op.response
@@ -207,13 +238,12 @@ def expiries(ops: list[Operation]) -> list[Operation]:
             earliest[req.lease] = max(earliest[req.lease], op.invoke + resp.ttl)
         elif isinstance(req, Put) and req.lease in earliest:
             earliest[req.lease] = max(earliest[req.lease], op.invoke)
-    return [
-        Operation(-1 - i, -1, LeaseExpire(lease), when, math.inf, "unknown")
-        for i, (lease, when) in enumerate(sorted(earliest.items()))
-    ]
+    return earliest
 
 
 def _step(step: Step, states: Possible, holes: set[int]) -> Possible:
+    for lease in step.may_expire:
+        states = states | {new for s in states if (new := expire_unattached(s, lease)) is not None}
     if step.kind is Kind.OK:
         assert step.op.response is not None
         return frozenset(
@@ -226,12 +256,20 @@ def _step(step: Step, states: Possible, holes: set[int]) -> Possible:
             if new.revision == step.revision and new is not s:
                 out.add(new)
         return frozenset(out)
-    return frozenset(new for s in states if _optional_fits(s, new := apply(s, step.op.request)[0], holes))
+    req = step.op.request
+    return frozenset(new for s in states if _optional_fits(s, new := apply(s, req)[0], holes, req))
 
 
-def _optional_fits(state: State, new: State, holes: set[int]) -> bool:
-    """An optional step is placed only if it changes something, and a revision it takes is a hole."""
-    return new is not state and (new.revision == state.revision or new.revision in holes)
+def _optional_fits(state: State, new: State, holes: set[int], request: Request) -> bool:
+    """An optional step is placed only if it changes something, and a revision it takes is a hole. An
+    expiry is placed on its own only if it deletes keys: one that does not matters only to a later use
+    of the lease, which considers it then (`Step.may_expire`; placing it freely would multiply the
+    search by every subset of the leases that could have expired)."""
+    if new is state:
+        return False
+    if new.revision == state.revision:
+        return not isinstance(request, LeaseExpire)
+    return new.revision in holes
 
 
 def check_history(
@@ -325,19 +363,7 @@ def check_history(
             required += steps[step_of[entry]].kind is not Kind.MAYBE
             unlift(entry)
             entry = nxt[entry]
-    path = [steps[step_of[e]] for e, _ in stack]
-    return LinearizabilityResult(True, "", n, count, dropped, maybe, _states_by_revision(path, holes))
-
-
-def _states_by_revision(path: list[Step], holes: set[int]) -> dict[int, frozenset[tuple[KeyValue, ...]]]:
-    """Replay the linearization found: the keys at every revision it passes through."""
-    states: Possible = frozenset({INITIAL})
-    seen: dict[int, set[tuple[KeyValue, ...]]] = {INITIAL.revision: {INITIAL.kvs}}
-    for step in path:
-        states = _step(step, states, holes)
-        for s in states:
-            seen.setdefault(s.revision, set()).add(s.kvs)
-    return {rev: frozenset(kvs) for rev, kvs in seen.items()}
+    return LinearizabilityResult(True, "", n, count, dropped, maybe)
 
 
 def _report(steps: list[Step], best: tuple[list[int], Possible]) -> str:
@@ -347,7 +373,10 @@ def _report(steps: list[Step], best: tuple[list[int], Possible]) -> str:
     done = set(placed)
     rest = [s for i, s in enumerate(steps) if i not in done]
     first_return = min((s.ret for s in rest), default=math.inf)
-    candidates = sorted((s for s in rest if s.call <= first_return), key=lambda s: s.call)
+    candidates = sorted(
+        (s for s in rest if s.call <= first_return),
+        key=lambda s: (s.kind is Kind.MAYBE, _serializable(s.op), s.call),
+    )
     lines = [
         "KV history is not linearizable.",
         f"Longest linearizable prefix: {len(placed)} of {len(steps)} operations.",

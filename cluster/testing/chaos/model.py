@@ -157,6 +157,14 @@ def apply(state: State, request: Request) -> tuple[State, Response]:
     return new, Response(next_rev, succeeded, results)
 
 
+def expire_unattached(state: State, lease: int) -> State | None:
+    """``state`` after ``lease`` expired, if it is alive and has no keys (an expiry that changes only
+    the lease set); else None."""
+    if lease not in state.leases or any(held == lease for _, held in state.attached):
+        return None
+    return State(state.revision, state.kvs, state.leases - {lease}, state.attached)
+
+
 def _apply_lease(state: State, request: LeaseGrant | LeaseRevoke | LeaseExpire) -> tuple[State, Response]:
     if isinstance(request, LeaseGrant):
         if request.lease in state.leases:
