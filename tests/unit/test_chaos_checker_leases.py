@@ -199,3 +199,13 @@ def test_serializable_reads_going_back_in_one_session_are_rejected() -> None:
     problems = serializable_problems(history("s"))
     assert len(problems) == 1 and "went back" in problems[0]
     assert serializable_problems(history("another member")) == []
+
+
+def test_keep_alive_answered_by_a_member_just_paused_does_not_bound_the_expiry() -> None:
+    """A leader paused past its successor's election acknowledges keep-alives from its own lessor when it
+    wakes (etcd 3.4 too, etcd-io/etcd#15247): such an answer proves nothing."""
+    h = leased_key()
+    h.keep_alive(1.5, 1.6, 2)
+    h.get(EVERYTHING, 2.5, 2.6, 4, kv("k2", "b", 3, 3, 1))
+    assert check_history(h.ops, pauses=[("m1", 0.5, 1.0)]).ok is True  # within the grace after it
+    assert check_history(h.ops, pauses=[("m2", 0.5, 1.0)]).ok is False  # another member was paused

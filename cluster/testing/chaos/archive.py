@@ -70,6 +70,7 @@ def dump(history: h.History) -> str:
             "watches": _encode(history.watches),
             "compactions": history.compactions,
             "incarnations": history.incarnations,
+            "pauses": history.pauses,
         }
     )
 
@@ -81,4 +82,5 @@ def load(text: str) -> h.History:
         watches=list(_decode(data["watches"])),
         compactions=list(data.get("compactions", [])),
         incarnations=dict(data.get("incarnations", {})),
+        pauses=[tuple(p) for p in data.get("pauses", [])],
     )

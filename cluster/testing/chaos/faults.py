@@ -133,10 +133,12 @@ class FaultInjector:
         victim, pause = self._victim(), self._duration()
         self._note(f"SIGSTOP {victim.name} for {pause:.2f}s")
         self.cluster.paused.add(victim.name)
+        started = time.monotonic()
         self.cluster.signal(victim, signal.SIGSTOP)
         time.sleep(pause)
         self.cluster.signal(victim, signal.SIGCONT)
         self.cluster.paused.discard(victim.name)
+        self.history.add_pause(victim.endpoint, started, time.monotonic())
 
     def partition(self) -> None:
         victim, length = self._victim(), self._duration()

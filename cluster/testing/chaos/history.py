@@ -210,6 +210,8 @@ class History:
     watches: list[WatchStream] = field(default_factory=list)
     compactions: list[int] = field(default_factory=list)
     """Revisions compacted at during the run (etcd omits a prev_kv that compaction removed)."""
+    pauses: list[tuple[str, float, float]] = field(default_factory=list)
+    """(endpoint, SIGSTOP time, SIGCONT time) of every pause fault."""
     incarnations: dict[str, int] = field(default_factory=dict)
     """Endpoint -> how many times the fault injector killed or stopped that member (a restarted member
     starts a new session for the monotonic-read check)."""
@@ -238,6 +240,10 @@ class History:
             self.operations.append(op)
         return op
 
+    def add_pause(self, endpoint: str, start: float, end: float) -> None:
+        with self._lock:
+            self.pauses.append((endpoint, start, end))
+
     def new_incarnation(self, endpoint: str) -> None:
         with self._lock:
             self.incarnations[endpoint] = self.incarnations.get(endpoint, 0) + 1
@@ -258,6 +264,16 @@ class History:
             len(r.events) for w in self.watches for s in w.segments for r in s.responses
         )
         return out
+
+
+def session(client: int, endpoint: str, incarnation: int, switches: int) -> str:
+    """`Operation.session` for a client talking straight to a member."""
+    return f"{client}@{endpoint}#{incarnation}.{switches}"
+
+
+def session_endpoint(session: str) -> str:
+    """The member endpoint of a `session` ("" through a proxy)."""
+    return session.partition("@")[2].partition("#")[0]
 
 
 def describe(op: Operation) -> str:

@@ -27,13 +27,15 @@ Leases: a grant or revoke of unknown outcome is always an optional step (it can 
 without taking a revision). Lease expiry is the leader's own revoke, which no client sees, so every
 granted lease gets an optional `LeaseExpire` step, placeable from the earliest time the lease could have
 expired: its TTL after the grant was sent, after the last keep-alive acknowledged with a TTL by a member
-(etcd's lessor renews only a lease that has not expired, and a new leader extends every lease; a
-keep-alive through a proxy is not counted, as the proxy may answer from its own shared stream), and after the
+(etcd's lessor renews only a lease that has not expired, and a new leader extends every lease; not
+counted: a keep-alive through a proxy, which may answer from its own shared stream, and one answered by
+a member paused during it or just before, which may be a deposed leader that has not noticed), and after the
 invocation of any ok operation that found the lease alive. Keep-alives are not linearized (a member
 that still believes it leads answers them from its own lessor).
 
-Serializable reads may be stale: each is a step that may be placed anywhere before it returned (its
-invocation is taken as -inf), but only where the model is at the revision its header carries, and it
+Serializable reads may be stale: each is a step that may be placed anywhere before it returned (from
+the invocation of the last known write at or below its revision), but only where the model is at the
+revision its header carries, and it
 must answer exactly that state. Checking them inside the search, rather than against one linearization
 found afterwards, matters: which unknown write or lease expiry filled a hole may only be decided by
 them. Their monotonicity per member session is checked apart (serializable.py).
@@ -41,6 +43,8 @@ them. Their monotonicity per member session is checked apart (serializable.py).
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import time
 from collections.abc import Iterable
@@ -65,6 +69,7 @@ from cluster.testing.chaos.history import (
     Txn,
     WatchStream,
     describe,
+    session_endpoint,
 )
 from cluster.testing.chaos.model import INITIAL, State, apply, check, expire_unattached
 
@@ -151,7 +156,11 @@ def observations(ops: Iterable[Operation], watches: Iterable[WatchStream]) -> di
     return seen
 
 
-def patch(ops: Iterable[Operation], watches: Iterable[WatchStream] = ()) -> tuple[list[Step], int, set[int]]:
+def patch(
+    ops: Iterable[Operation],
+    watches: Iterable[WatchStream] = (),
+    pauses: Iterable[tuple[str, float, float]] = (),
+) -> tuple[list[Step], int, set[int]]:
     """The steps to search, how many unknown operations were dropped as having had no effect, and the
     holes (revisions up to the highest seen that no ok or observed write took)."""
     ops = list(ops)
@@ -160,39 +169,60 @@ def patch(ops: Iterable[Operation], watches: Iterable[WatchStream] = ()) -> tupl
     unknown: list[Operation] = []
     taken: set[int] = set()
     highest = INITIAL.revision
-    bounds = expiry_bounds(ops)
+    bounds = expiry_bounds(ops, pauses)
 
     def step(op: Operation, kind: Kind, ret: float, revision: int = 0) -> Step:
         expire = tuple(lease for lease in _leases_used(op) if lease in bounds and bounds[lease] < ret)
         return Step(op, kind, op.invoke, ret, revision, expire)
 
+    stale_reads: list[Operation] = []
+    known_writes: list[tuple[int, float]] = []
+    """(revision taken, invocation) of ok and observed writes."""
     for op in ops:
         if not linearized(op):
             continue
         if op.outcome == "ok" and op.response is not None and _serializable(op):
-            steps.append(Step(op, Kind.OK, -math.inf, op.ret))
+            stale_reads.append(op)
         elif op.outcome == "ok" and op.response is not None:
             steps.append(step(op, Kind.OK, op.ret))
             highest = max(highest, op.response.revision)
             if _changed(op.response, op):
                 taken.add(op.response.revision)
+                known_writes.append((op.response.revision, op.invoke))
         elif op.outcome == "unknown" and writes(op):
             hits = [seen[v] for v in _put_values(op) if v in seen]
             if hits:
                 rev, when = min(hits, key=lambda h: h[1])
                 steps.append(step(op, Kind.APPLIED_AT, max(when, op.invoke), rev))
+                known_writes.append((rev, op.invoke))
                 taken.add(rev)
                 highest = max(highest, rev)
             elif isinstance(op.request, LeaseGrant | LeaseRevoke):
                 steps.append(step(op, Kind.MAYBE, math.inf))
             else:
                 unknown.append(op)
+    steps.extend(_stale_read_steps(stale_reads, known_writes))
     steps.extend(Step(op, Kind.MAYBE, op.invoke, math.inf) for op in expiries(bounds))
     holes = set(range(INITIAL.revision + 1, highest + 1)) - taken
     if holes:
         steps.extend(step(op, Kind.MAYBE, math.inf) for op in unknown)
         return steps, 0, holes
     return steps, len(unknown), holes
+
+
+def _stale_read_steps(reads: list[Operation], known_writes: list[tuple[int, float]]) -> list[Step]:
+    """Serializable reads as steps placeable from the latest invocation of a known write at or below
+    their revision (that write precedes the state they read, so everything that returned before it was
+    invoked does too), up to their return."""
+    known_writes.sort()
+    revisions = [rev for rev, _ in known_writes]
+    latest = list(itertools.accumulate((when for _, when in known_writes), max))
+    out = []
+    for op in reads:
+        assert op.response is not None
+        i = bisect.bisect_right(revisions, op.response.revision)
+        out.append(Step(op, Kind.OK, latest[i - 1] if i else -math.inf, op.ret))
+    return out
 
 
 def linearized(op: Operation) -> bool:
@@ -221,9 +251,25 @@ def expiries(bounds: dict[int, float]) -> list[Operation]:
     ]
 
 
-def expiry_bounds(ops: list[Operation]) -> dict[int, float]:
+PAUSE_GRACE = 1.0
+"""Seconds after a pause during which a member may still believe it leads (two election timeouts)."""
+
+
+def _renewed(op: Operation, pauses: Iterable[tuple[str, float, float]]) -> bool:
+    """Whether an acknowledged keep-alive really renewed its lease: it was answered by a member (not
+    through a proxy) that was not paused during it or just before it. A leader paused past its
+    successor's election wakes up believing it still leads and acknowledges keep-alives from its own
+    lessor until it hears of the new term; etcd 3.4 does this too (etcd-io/etcd#15247)."""
+    endpoint = session_endpoint(op.session)
+    return bool(endpoint) and not any(
+        where == endpoint and start < op.ret and op.invoke < end + PAUSE_GRACE for where, start, end in pauses
+    )
+
+
+def expiry_bounds(ops: list[Operation], pauses: Iterable[tuple[str, float, float]] = ()) -> dict[int, float]:
     """Lease -> the earliest time the leader could have expired it, for every lease granted (ok or
     unknown); see the module docstring."""
+    pauses = list(pauses)
     earliest: dict[int, float] = {}
     for op in ops:
         req, resp = op.request, op.response
@@ -234,8 +280,9 @@ def expiry_bounds(ops: list[Operation]) -> dict[int, float]:
         req, resp = op.request, op.response
         if op.outcome != "ok" or resp is None or resp.error:
             continue
-        if isinstance(req, LeaseKeepAlive) and resp.ttl > 0 and req.lease in earliest and op.session:
-            earliest[req.lease] = max(earliest[req.lease], op.invoke + resp.ttl)
+        if isinstance(req, LeaseKeepAlive) and req.lease in earliest:
+            if resp.ttl > 0 and _renewed(op, pauses):
+                earliest[req.lease] = max(earliest[req.lease], op.invoke + resp.ttl)
         elif isinstance(req, Put) and req.lease in earliest:
             earliest[req.lease] = max(earliest[req.lease], op.invoke)
     return earliest
@@ -278,11 +325,12 @@ def check_history(
     *,
     budget_seconds: float = 60.0,
     report_path: Path | None = None,
+    pauses: Iterable[tuple[str, float, float]] = (),
 ) -> LinearizabilityResult:
     """Search for a linearization of ``ops``; on a violation the report names the operations that could
     not be placed and is also written to ``report_path`` if given."""
     all_ops = list(ops)
-    steps, dropped, holes = patch(all_ops, watches)
+    steps, dropped, holes = patch(all_ops, watches, pauses)
     n = len(steps)
     maybe = sum(1 for s in steps if s.kind is Kind.MAYBE)
     # Entries 1..2n: (time, is_return, step); a call sorts before a return at the same instant.

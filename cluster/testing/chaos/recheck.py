@@ -22,7 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     history = load(args.history.read_text())
     keyspace = WorkloadConfig(prefix=args.prefix.encode()).keyspace
-    lin = check_history(history.operations, history.watches, budget_seconds=args.search_budget)
+    lin = check_history(
+        history.operations, history.watches, budget_seconds=args.search_budget, pauses=history.pauses
+    )
     watch = check_watches(history.operations, history.watches, keyspace, compactions=history.compactions)
     print(f"linearizability: {lin.ok} ({lin.operations} ops, {lin.steps} steps)\n{lin.report}")
     print(f"watch: {watch.ok} ({watch.streams} streams, {watch.events} events)\n{watch.report}")

@@ -217,6 +217,7 @@ def _judge(
         streams,
         budget_seconds=config.search_budget,
         report_path=report_dir / "linearizability.txt",
+        pauses=history.pauses,
     )
     lin_seconds = time.monotonic() - started
     stale = check_serializable(history.operations)

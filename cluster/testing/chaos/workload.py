@@ -43,6 +43,7 @@ from cluster.testing.chaos.history import (
     Txn,
     TxnOp,
 )
+from cluster.testing.chaos.history import session as history_session
 from cluster.testing.chaos.model import LEASE_NOT_FOUND
 
 DEFINITE_FAILURES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED})
@@ -154,7 +155,7 @@ async def perform(
     proxies, so which member answered is unknown (no session for the monotonic-read check)."""
     endpoint = channels.endpoints[channels.index]
     incarnation = history.incarnations.get(endpoint, 0)
-    session = "" if fronted else f"{client}@{endpoint}#{incarnation}.{channels.switches}"
+    session = "" if fronted else history_session(client, endpoint, incarnation, channels.switches)
     invoke = time.monotonic()
     try:
         resp = await execute(channels.current(), request, timeout)
