@@ -26,5 +26,9 @@ def start_front(kind: str, target: str, endpoints: list[str]) -> NodeProcess:
         front = EtcdGrpcProxyProcess(endpoints) if target == "etcd" else GrpcProxyProcess(endpoints)
     else:
         raise ValueError(f"unknown front {kind!r} (one of {', '.join(FRONTS)})")
-    front.start(timeout=30)
+    try:
+        front.start(timeout=30)
+    except BaseException:  # interrupted or not ready: do not leave the process behind
+        front.close()
+        raise
     return front
