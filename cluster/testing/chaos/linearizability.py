@@ -74,6 +74,8 @@ from cluster.testing.chaos.history import (
 from cluster.testing.chaos.model import INITIAL, State, apply, check, expire_unattached
 
 Possible = frozenset[State]
+Holes = dict[int, dict[bytes, tuple[str, bytes]]]
+"""Revision hole -> what the watches saw change at it (key -> ("put", value) or ("delete", b""))."""
 
 
 class Kind(Enum):
@@ -160,10 +162,10 @@ def patch(
     ops: Iterable[Operation],
     watches: Iterable[WatchStream] = (),
     pauses: Iterable[tuple[str, float, float]] = (),
-) -> tuple[list[Step], int, set[int]]:
+) -> tuple[list[Step], int, Holes]:
     """The steps to search, how many unknown operations were dropped as having had no effect, and the
     holes (revisions up to the highest seen that no ok or observed write took)."""
-    ops = list(ops)
+    ops, watches = list(ops), list(watches)
     seen = observations(ops, watches)
     steps: list[Step] = []
     unknown: list[Operation] = []
@@ -203,11 +205,26 @@ def patch(
                 unknown.append(op)
     steps.extend(_stale_read_steps(stale_reads, known_writes))
     steps.extend(Step(op, Kind.MAYBE, op.invoke, math.inf) for op in expiries(bounds))
-    holes = set(range(INITIAL.revision + 1, highest + 1)) - taken
+    watched = _watched_changes(watches)
+    revisions = range(INITIAL.revision + 1, highest + 1)
+    holes = {rev: watched.get(rev, {}) for rev in revisions if rev not in taken}
     if holes:
         steps.extend(step(op, Kind.MAYBE, math.inf) for op in unknown)
         return steps, 0, holes
     return steps, len(unknown), holes
+
+
+def _watched_changes(watches: Iterable[WatchStream]) -> Holes:
+    """Revision -> key -> the change watch events reported (checked against each other and the ok
+    writes by the watch checker)."""
+    out: Holes = {}
+    for watch in watches:
+        for seg in watch.segments:
+            for resp in seg.responses:
+                for ev in resp.events:
+                    change = ("put", ev.kv.value) if ev.type == "put" else ("delete", b"")
+                    out.setdefault(ev.kv.mod_revision, {})[ev.kv.key] = change
+    return out
 
 
 def _stale_read_steps(reads: list[Operation], known_writes: list[tuple[int, float]]) -> list[Step]:
@@ -288,7 +305,7 @@ def expiry_bounds(ops: list[Operation], pauses: Iterable[tuple[str, float, float
     return earliest
 
 
-def _step(step: Step, states: Possible, holes: set[int]) -> Possible:
+def _step(step: Step, states: Possible, holes: Holes) -> Possible:
     for lease in step.may_expire:
         states = states | {new for s in states if (new := expire_unattached(s, lease)) is not None}
     if step.kind is Kind.OK:
@@ -304,19 +321,35 @@ def _step(step: Step, states: Possible, holes: set[int]) -> Possible:
                 out.add(new)
         return frozenset(out)
     req = step.op.request
+    if not isinstance(req, LeaseGrant | LeaseRevoke):  # it can change something only by taking a hole
+        states = frozenset(s for s in states if s.revision + 1 in holes)
     return frozenset(new for s in states if _optional_fits(s, new := apply(s, req)[0], holes, req))
 
 
-def _optional_fits(state: State, new: State, holes: set[int], request: Request) -> bool:
-    """An optional step is placed only if it changes something, and a revision it takes is a hole. An
-    expiry is placed on its own only if it deletes keys: one that does not matters only to a later use
-    of the lease, which considers it then (`Step.may_expire`; placing it freely would multiply the
-    search by every subset of the leases that could have expired)."""
+def _optional_fits(state: State, new: State, holes: Holes, request: Request) -> bool:
+    """An optional step is placed only if it changes something, a revision it takes is a hole, and it
+    makes every change a watch saw at that revision. An expiry is placed on its own only if it deletes
+    keys: one that does not matters only to a later use of the lease, which considers it then
+    (`Step.may_expire`; placing it freely would multiply the search by every subset of the leases that
+    could have expired)."""
     if new is state:
         return False
     if new.revision == state.revision:
         return not isinstance(request, LeaseExpire)
-    return new.revision in holes
+    seen = holes.get(new.revision)
+    if seen is None:
+        return False
+    if not seen:
+        return True
+    before = {kv.key: kv.value for kv in state.kvs}
+    after = {kv.key: kv for kv in new.kvs}
+    for key, (kind, value) in seen.items():
+        kv = after.get(key)
+        if kind == "delete" and (kv is not None or key not in before):
+            return False
+        if kind == "put" and (kv is None or kv.value != value or kv.mod_revision != new.revision):
+            return False
+    return True
 
 
 def check_history(
