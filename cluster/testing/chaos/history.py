@@ -266,7 +266,7 @@ class History:
         return out
 
 
-def session(client: int, endpoint: str, incarnation: int, switches: int) -> str:
+def member_session(client: int, endpoint: str, incarnation: int, switches: int) -> str:
     """`Operation.session` for a client talking straight to a member."""
     return f"{client}@{endpoint}#{incarnation}.{switches}"
 

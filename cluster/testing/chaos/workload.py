@@ -42,8 +42,8 @@ from cluster.testing.chaos.history import (
     Response,
     Txn,
     TxnOp,
+    member_session,
 )
-from cluster.testing.chaos.history import session as history_session
 from cluster.testing.chaos.model import LEASE_NOT_FOUND
 
 DEFINITE_FAILURES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED})
@@ -155,7 +155,7 @@ async def perform(
     proxies, so which member answered is unknown (no session for the monotonic-read check)."""
     endpoint = channels.endpoints[channels.index]
     incarnation = history.incarnations.get(endpoint, 0)
-    session = "" if fronted else history_session(client, endpoint, incarnation, channels.switches)
+    session = "" if fronted else member_session(client, endpoint, incarnation, channels.switches)
     invoke = time.monotonic()
     try:
         resp = await execute(channels.current(), request, timeout)
