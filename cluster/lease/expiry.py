@@ -5,13 +5,18 @@ client's revoke, so every member deletes the same keys at the same revision. As 
 twice a second, takes at most half the revoke rate per wake-up, and keeps at most ``max_pending``
 revokes in flight. A revoke that fails (leader change, timeout) is retried when the lessor reports the
 lease again after its retry interval.
+
+Before revoking, the member confirms it still leads (``still_leader``: a ReadIndex round, then "am I the
+leader"), as etcd does since v3.4.28 (etcd-io/etcd#16822, for #15247): a leader that was paused or stuck
+wakes up with its lessor still primary and every deadline passed, and its revoke proposals, forwarded to
+the new leader once it has stepped down, would delete leases the new leader is keeping alive.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from cluster.api import errors
@@ -24,6 +29,11 @@ CHECK_INTERVAL = 0.5
 MAX_PENDING_REVOKES = 16
 
 Propose = Callable[[Any], Awaitable[Any]]
+StillLeader = Callable[[], Awaitable[bool]]
+
+
+async def _always() -> bool:
+    return True
 
 
 def revoke_request(lease_id: int) -> Any:
@@ -40,11 +50,13 @@ class ExpiryLoop:
         lessor: Lessor,
         propose: Propose,
         *,
+        still_leader: StillLeader = _always,
         interval: float = CHECK_INTERVAL,
         max_pending: int = MAX_PENDING_REVOKES,
     ) -> None:
         self._lessor = lessor
         self._propose = propose
+        self._still_leader = still_leader
         self._interval = interval
         self._slots = asyncio.Semaphore(max_pending)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -62,11 +74,22 @@ class ExpiryLoop:
     def check(self) -> int:
         """Start revokes for the leases expired now; returns how many."""
         expired = self._lessor.find_expired(max(1, self._lessor.revoke_rate // 2))
-        for lease_id in expired:
-            task = asyncio.create_task(self._revoke(lease_id), name=f"revoke-lease-{lease_id:x}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if expired:
+            self._start(self._revoke_all(expired), "revoke-expired-leases")
         return len(expired)
+
+    def _start(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _revoke_all(self, expired: list[int]) -> None:
+        if not await self._still_leader():
+            log.warning("not revoking expired leases: this member is no longer the leader",
+                        extra={"leases": len(expired)})
+            return
+        for lease_id in expired:
+            self._start(self._revoke(lease_id), f"revoke-lease-{lease_id:x}")
 
     async def _revoke(self, lease_id: int) -> None:
         async with self._slots:

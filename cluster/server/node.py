@@ -217,7 +217,8 @@ class QuorumNode:
         self._spawn(self._publish(), "publish")
         self._spawn(self._run_compactions(), "compactor")
         self._spawn(self._expire_requests(), "request-expiry")
-        self._spawn(ExpiryLoop(self.lessor, self.propose_as_root).run(), "lease-expiry")
+        expiry = ExpiryLoop(self.lessor, self.propose_as_root, still_leader=self.ensure_leadership)
+        self._spawn(expiry.run(), "lease-expiry")
         self.maintenance.start(self._spawn)
         if self.store.compaction_pending:
             self._request_compaction()
@@ -602,6 +603,17 @@ class QuorumNode:
     async def read_barrier(self) -> None:
         """Wait until a read started now may be served locally and be linearizable."""
         await self.reads.wait()
+
+    async def ensure_leadership(self) -> bool:
+        """Whether this member still leads, confirmed by a ReadIndex round (etcd's ensureLeadership):
+        a leader that was paused may not have noticed yet that another one was elected."""
+        if not self.is_leader():
+            return False
+        try:
+            await asyncio.wait_for(self.read_barrier(), self._request_timeout)
+        except (errors.EtcdError, TimeoutError):
+            return False
+        return self.is_leader()
 
     def header(self, revision: int | None = None) -> rpc_pb2.ResponseHeader:
         return rpc_pb2.ResponseHeader(

@@ -3,17 +3,23 @@ minute and a half); more seeds are behind ``-m slow``; the soak is ``scripts/soa
 
 Real etcd 3.4 runs the same workload and checker first, to show the checker is not too strict; and a
 history recorded from a real run, with one planted bug, is rejected, to show it is not too lenient on
-histories of realistic size.
+histories of realistic size. Every run has leases (granted, kept alive, revoked, left to expire) and
+serializable reads; two runs put the gateway and the gRPC proxy in front of the cluster.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
 import pytest
 
 from cluster.testing.chaos.history import (
     History,
+    LeaseGrant,
+    LeaseKeepAlive,
+    LeaseRevoke,
+    Put,
     Range,
     RangeResult,
     Response,
@@ -23,6 +29,7 @@ from cluster.testing.chaos.history import (
 )
 from cluster.testing.chaos.linearizability import check_history
 from cluster.testing.chaos.runner import RunConfig, Verdict, run
+from cluster.testing.chaos.serializable import check_serializable, serializable_reads
 from cluster.testing.chaos.watchcheck import check_watches
 from cluster.testing.chaos.workload import WorkloadConfig
 from tests.conftest import require_node_kind
@@ -30,16 +37,34 @@ from tests.conftest import require_node_kind
 ALL = ("kill", "pause", "partition", "delay", "compact", "defrag")
 
 
-def chaos(target: str, seed: int, duration: float, faults: tuple[str, ...]) -> Verdict:
+def chaos(target: str, seed: int, duration: float, faults: tuple[str, ...], front: str = "") -> Verdict:
     require_node_kind(target)
-    verdict = run(RunConfig(seed, duration, faults, target))
+    verdict = run(RunConfig(seed, duration, faults, target, front=front))
     print(verdict.text())
     return verdict
+
+
+def exercised(history: History | None) -> Counter[str]:
+    """How many ok lease operations of each kind, puts with a lease and serializable reads a run did."""
+    assert history is not None
+    tally: Counter[str] = Counter()
+    for op in history.operations:
+        if op.outcome == "ok" and isinstance(op.request, LeaseGrant | LeaseRevoke | LeaseKeepAlive):
+            tally[type(op.request).__name__] += 1
+        if op.outcome == "ok" and isinstance(op.request, Put) and op.request.lease:
+            tally["put with lease"] += 1
+    tally["serializable"] = len(serializable_reads(history.operations))
+    return tally
+
+
+LEASE_KINDS = ("LeaseGrant", "LeaseRevoke", "LeaseKeepAlive", "put with lease", "serializable")
 
 
 def test_real_etcd_passes_the_same_workload_and_checker() -> None:
     verdict = chaos("etcd", 1, 10, ALL)
     assert verdict.ok is True, verdict.text()
+    tally = exercised(verdict.history)
+    assert all(tally[k] for k in LEASE_KINDS), tally
 
 
 @pytest.mark.parametrize(
@@ -48,6 +73,21 @@ def test_real_etcd_passes_the_same_workload_and_checker() -> None:
 )
 def test_quorum_keeps_its_guarantees_under_faults(seed: int, faults: tuple[str, ...]) -> None:
     verdict = chaos("quorum", seed, 10, faults)
+    assert verdict.ok is True, verdict.text()
+    tally = exercised(verdict.history)
+    assert all(tally[k] for k in LEASE_KINDS), tally
+
+
+@pytest.mark.parametrize(("front", "seed"), [("gateway", 21), ("grpcproxy", 22)])
+def test_quorum_keeps_its_guarantees_behind_a_proxy(front: str, seed: int) -> None:
+    verdict = chaos("quorum", seed, 8, ("kill", "partition", "compact"), front)
+    assert verdict.ok is True, verdict.text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("front", ["gateway", "grpcproxy"])
+def test_real_etcd_passes_behind_a_proxy(front: str) -> None:
+    verdict = chaos("etcd", 23, 10, ("kill", "partition", "compact"), front)
     assert verdict.ok is True, verdict.text()
 
 
@@ -64,9 +104,10 @@ def test_a_planted_bug_in_a_real_history_is_caught() -> None:
     history = verdict.history
     keyspace = WorkloadConfig().keyspace
     assert check_history(history.operations, history.watches).ok is True
-
-    stale = _with_bogus_read(history)
-    assert check_history(stale.operations, stale.watches).ok is False
+    assert check_serializable(history.operations) == []
+    for serializable in (False, True):
+        stale = _with_bogus_read(history, serializable)
+        assert check_history(stale.operations, stale.watches).ok is False
 
     full = history.watches[0]
     segment = next(s for s in full.segments if sum(len(r.events) for r in s.responses) > 10)
@@ -81,12 +122,13 @@ def test_a_planted_bug_in_a_real_history_is_caught() -> None:
         assert not result.ok
 
 
-def _with_bogus_read(history: History) -> History:
-    """The last ok whole-keyspace read answers a value nobody wrote."""
+def _with_bogus_read(history: History, serializable: bool = False) -> History:
+    """The last ok whole-keyspace (linearizable or serializable) read answers a value nobody wrote."""
     ops = list(history.operations)
     i = max(
         i for i, op in enumerate(ops)
         if op.outcome == "ok" and isinstance(op.request, Range) and op.request.range_end and op.response
+        and op.request.serializable == serializable
         and op.response.results and op.response.results[0].kvs  # type: ignore[union-attr]
     )  # fmt: skip
     op = ops[i]

@@ -77,3 +77,34 @@ def test_a_revoke_that_lost_the_race_or_failed_is_not_fatal(tmp_path: Path) -> N
     clock.now = 5.0 + 3.0  # reported again after the retry interval, since neither was revoked
     assert sorted(lessor.find_expired(10)) == [1, 2]
     backend.env.close()
+
+
+def test_a_leader_that_lost_leadership_unnoticed_does_not_revoke(tmp_path: Path) -> None:
+    """etcd#15247: a leader paused past its leases' deadlines wakes with its lessor still primary; its
+    revokes, forwarded to the new leader, would delete leases the new leader keeps alive. The loop asks
+    first whether the member still leads (a ReadIndex round in the node) and revokes nothing if not."""
+    clock = Clock()
+    lessor, backend = make_lessor(tmp_path, clock, 2)
+    proposed: list[int] = []
+    leading = [False, True]
+
+    async def propose(req: Any) -> None:
+        proposed.append(req.lease_revoke.ID)
+
+    async def still_leader() -> bool:
+        return leading.pop(0)
+
+    async def scenario() -> None:
+        loop = ExpiryLoop(lessor, propose, still_leader=still_leader)
+        lessor.promote(0)
+        clock.now = 5.0
+        loop.check()
+        await asyncio.sleep(0.01)
+        assert proposed == []
+        clock.now = 5.0 + 3.0  # reported again after the retry interval; this time it leads
+        loop.check()
+        await asyncio.sleep(0.01)
+
+    asyncio.run(scenario())
+    backend.env.close()
+    assert sorted(proposed) == [1, 2]

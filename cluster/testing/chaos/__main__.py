@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from cluster.testing.chaos.faults import FAULT_KINDS
+from cluster.testing.chaos.front import FRONTS
 from cluster.testing.chaos.runner import RunConfig, run
 from cluster.testing.chaos.workload import WorkloadConfig
 
@@ -30,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--target", choices=("quorum", "etcd"), default="quorum")
     parser.add_argument(
+        "--front",
+        choices=FRONTS,
+        help="half the clients and two watches go through this proxy (the faults hit the members)",
+    )
+    parser.add_argument(
         "--report-dir", type=Path, help="keep reports here (default: a temp dir kept on failure)"
     )
     parser.add_argument(
@@ -47,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         args.report_dir,
         WorkloadConfig(keys=args.keys, clients=args.clients),
         args.search_budget,
+        args.front or "",
     )
     signal.signal(signal.SIGTERM, _interrupt)  # so that `run` closes the cluster on the way out
     verdict = run(config)

@@ -21,6 +21,7 @@ _CLASSES: dict[str, type] = {
     for cls in (
         h.KeyValue, h.Put, h.Range, h.Delete, h.Compare, h.Txn, h.RangeResult, h.DeleteResult, h.PutResult,
         h.Response, h.Operation, h.WatchEvent, h.WatchResponse, h.WatchSegment, h.WatchStream,
+        h.LeaseGrant, h.LeaseRevoke, h.LeaseKeepAlive, h.LeaseExpire,
     )
 }  # fmt: skip
 
@@ -68,6 +69,8 @@ def dump(history: h.History) -> str:
             "operations": _encode(history.operations),
             "watches": _encode(history.watches),
             "compactions": history.compactions,
+            "incarnations": history.incarnations,
+            "pauses": history.pauses,
         }
     )
 
@@ -78,4 +81,6 @@ def load(text: str) -> h.History:
         operations=list(_decode(data["operations"])),
         watches=list(_decode(data["watches"])),
         compactions=list(data.get("compactions", [])),
+        incarnations=dict(data.get("incarnations", {})),
+        pauses=[tuple(p) for p in data.get("pauses", [])],
     )

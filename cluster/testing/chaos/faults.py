@@ -93,6 +93,7 @@ class FaultInjector:
         role = "leader" if victim is self.cluster.leader() else "follower"
         self._note(f"kill -9 {victim.name} ({role}) for {down:.2f}s")
         self.cluster.killed.add(victim.name)
+        self.history.new_incarnation(victim.endpoint)
         victim.kill(signal.SIGKILL)
         time.sleep(down)
         self.restart(victim)
@@ -104,6 +105,7 @@ class FaultInjector:
         self._note(f"kill -9 all members for {down:.2f}s")
         for m in self.cluster.members:
             self.cluster.killed.add(m.name)
+            self.history.new_incarnation(m.endpoint)
             m.kill(signal.SIGKILL)
         time.sleep(down)
         for m in self.cluster.members:
@@ -131,10 +133,12 @@ class FaultInjector:
         victim, pause = self._victim(), self._duration()
         self._note(f"SIGSTOP {victim.name} for {pause:.2f}s")
         self.cluster.paused.add(victim.name)
+        started = time.monotonic()
         self.cluster.signal(victim, signal.SIGSTOP)
         time.sleep(pause)
         self.cluster.signal(victim, signal.SIGCONT)
         self.cluster.paused.discard(victim.name)
+        self.history.add_pause(victim.endpoint, started, time.monotonic())
 
     def partition(self) -> None:
         victim, length = self._victim(), self._duration()
@@ -209,6 +213,7 @@ class FaultInjector:
             return
         self._note(f"{member.name} exited after a disk error")
         self.cluster.killed.add(member.name)
+        self.history.new_incarnation(member.endpoint)
         self.restart(member)
 
     def replace_member(self) -> None:
@@ -222,6 +227,7 @@ class FaultInjector:
             self.errors.append(f"{victim.name} is not in the member list: {sorted(ids)}")
             return
         self.cluster.killed.add(victim.name)  # a removed member stops itself
+        self.history.new_incarnation(victim.endpoint)
         self._membership(others, rpc_pb2.MemberRemoveRequest(ID=ids[victim.name]))
         deadline = time.monotonic() + 20
         while victim.running and time.monotonic() < deadline:

@@ -40,6 +40,8 @@ class KeyValue:
 class Put:
     key: bytes
     value: bytes
+    lease: int = 0
+    """Attach the key to this lease (0: none); the put fails if the lease does not exist."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,8 @@ class Range:
 
     key: bytes
     range_end: bytes = b""
+    serializable: bool = False
+    """Served from the member's own state, possibly stale (checked apart, not linearized)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +78,37 @@ class Txn:
     failure: tuple[TxnOp, ...] = ()
 
 
-Request = Put | Range | Delete | Txn
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    """Grant with a client-chosen ID (unique per run), so an unknown-outcome grant is identifiable."""
+
+    lease: int
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevoke:
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseKeepAlive:
+    """One keep-alive request and its answer on a LeaseKeepAlive stream (not linearized: a member that
+    still believes it leads answers from its own lessor; it only bounds when the lease may expire)."""
+
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseExpire:
+    """Not sent by a client: the revoke the leader issues when a lease's TTL has run out. The checker
+    adds one optional step per granted lease (see linearizability.expiries)."""
+
+    lease: int
+
+
+LeaseRequest = LeaseGrant | LeaseRevoke | LeaseKeepAlive | LeaseExpire
+Request = Put | Range | Delete | Txn | LeaseRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +137,11 @@ class Response:
     revision: int
     succeeded: bool = True
     results: tuple[OpResult, ...] = ()
+    ttl: int = 0
+    """A LeaseGrant's or LeaseKeepAlive's TTL (0 from a keep-alive: the lease is gone)."""
+    error: str = ""
+    """An etcd error that is itself an answer about the state (``lease not found``: the request
+    changed nothing and the lease did not exist when it was applied); ``revision`` is 0 then."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +155,9 @@ class Operation:
     outcome: Outcome
     response: Response | None = None
     error: str = ""
+    session: str = ""
+    """The member connection a serializable read went over (client, endpoint, member incarnation), or
+    "" when unknown (through a proxy): such reads must not go back in revision within one session."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +210,11 @@ class History:
     watches: list[WatchStream] = field(default_factory=list)
     compactions: list[int] = field(default_factory=list)
     """Revisions compacted at during the run (etcd omits a prev_kv that compaction removed)."""
+    pauses: list[tuple[str, float, float]] = field(default_factory=list)
+    """(endpoint, SIGSTOP time, SIGCONT time) of every pause fault."""
+    incarnations: dict[str, int] = field(default_factory=dict)
+    """Endpoint -> how many times the fault injector killed or stopped that member (a restarted member
+    starts a new session for the monotonic-read check)."""
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -184,13 +231,22 @@ class History:
         response: Response | None = None,
         error: str = "",
         ret: float | None = None,
+        session: str = "",
     ) -> Operation:
         """Add one finished operation; an ``unknown`` one gets return time infinity."""
         end = math.inf if outcome == "unknown" else (time.monotonic() if ret is None else ret)
-        op = Operation(self.next_id(), client, request, invoke, end, outcome, response, error)
+        op = Operation(self.next_id(), client, request, invoke, end, outcome, response, error, session)
         with self._lock:
             self.operations.append(op)
         return op
+
+    def add_pause(self, endpoint: str, start: float, end: float) -> None:
+        with self._lock:
+            self.pauses.append((endpoint, start, end))
+
+    def new_incarnation(self, endpoint: str) -> None:
+        with self._lock:
+            self.incarnations[endpoint] = self.incarnations.get(endpoint, 0) + 1
 
     def add_compaction(self, revision: int) -> None:
         with self._lock:
@@ -210,12 +266,26 @@ class History:
         return out
 
 
+def member_session(client: int, endpoint: str, incarnation: int, switches: int) -> str:
+    """`Operation.session` for a client talking straight to a member."""
+    return f"{client}@{endpoint}#{incarnation}.{switches}"
+
+
+def session_endpoint(session: str) -> str:
+    """The member endpoint of a `session` ("" through a proxy)."""
+    return session.partition("@")[2].partition("#")[0]
+
+
 def describe(op: Operation) -> str:
     """One readable line for a report."""
     req = op.request
     if isinstance(req, Txn):
         cond = " and ".join(_cmp(c) for c in req.compares)
         body = f"txn if {cond} then {_ops(req.success)} else {_ops(req.failure)}"
+    elif isinstance(req, LeaseGrant):
+        body = f"lease-grant {req.lease:x} ttl={req.ttl}"
+    elif isinstance(req, LeaseRequest):
+        body = f"{_LEASE_VERB[type(req)]} {req.lease:x}"
     else:
         body = _ops((req,))
     ret = "∞" if math.isinf(op.ret) else f"{op.ret:.4f}"
@@ -227,8 +297,19 @@ def describe(op: Operation) -> str:
     return out
 
 
+_LEASE_VERB: dict[type, str] = {
+    LeaseRevoke: "lease-revoke",
+    LeaseKeepAlive: "lease-keepalive",
+    LeaseExpire: "lease-expiry",
+}
+
+
 def describe_response(resp: Response) -> str:
+    if resp.error:
+        return resp.error
     parts = [f"rev={resp.revision}"]
+    if resp.ttl:
+        parts.append(f"ttl={resp.ttl}")
     if not resp.succeeded:
         parts.append("succeeded=false")
     for res in resp.results:
@@ -256,9 +337,11 @@ def _ops(ops: tuple[TxnOp, ...]) -> str:
     for op in ops:
         end = f"..{op.range_end.decode('latin-1')}" if not isinstance(op, Put) and op.range_end else ""
         if isinstance(op, Put):
-            out.append(f"put {op.key.decode('latin-1')}={op.value.decode('latin-1')}")
+            lease = f" lease={op.lease:x}" if op.lease else ""
+            out.append(f"put {op.key.decode('latin-1')}={op.value.decode('latin-1')}{lease}")
         elif isinstance(op, Range):
-            out.append(f"get {op.key.decode('latin-1')}{end}")
+            how = " (serializable)" if op.serializable else ""
+            out.append(f"get {op.key.decode('latin-1')}{end}{how}")
         else:
             out.append(f"del {op.key.decode('latin-1')}{end}")
     return "[" + "; ".join(out) + "]"

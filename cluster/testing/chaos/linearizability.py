@@ -5,23 +5,12 @@ Why no P-compositionality: every write bumps one global revision that every resp
 history cannot be split per key. Instead the revisions prune the search: an ``ok`` write answered with
 revision r can only be linearized where the model is at r-1, a read answered at r only where it is at r.
 
-Operations of ``unknown`` outcome may have taken effect at any time after their invocation, or never. They
-are "patched" first, as etcd's robustness tests do:
-
-- one whose written value (values are unique per run) was observed by a read or a watch took effect, at
-  the revision the observation carries and before the observation returned;
-- if the revisions taken by ok writes and observed unknown ones leave no hole up to the highest revision
-  seen, the remaining unknown writes cannot have changed anything (a change takes a revision), so they
-  are dropped;
-- otherwise they stay as optional steps: the search may place one only where the revision it would
-  take is such a hole (a change anywhere else would collide with a known write, and one after the
-  highest revision is unobservable), and need not place it at all (not applied, or a no-op).
-
 The model's state is kept as a set of possible states (porcupine's powerset of a nondeterministic
 model), which the patching leaves a singleton in practice; the search ends when every required (ok or
 observed) operation is placed.
 
-Unknown reads and failed operations change nothing and are dropped.
+The history is first turned into steps by `patching.patch` (unknown outcomes, lease expiries,
+serializable reads; see there).
 """
 
 from __future__ import annotations
@@ -30,41 +19,21 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from enum import Enum
 from pathlib import Path
 
 from cluster.testing.chaos.history import (
-    Delete,
-    DeleteResult,
+    LeaseExpire,
+    LeaseGrant,
+    LeaseRevoke,
     Operation,
-    Put,
-    PutResult,
-    RangeResult,
-    Response,
-    Txn,
+    Request,
     WatchStream,
     describe,
 )
-from cluster.testing.chaos.model import INITIAL, State, apply, check
+from cluster.testing.chaos.model import INITIAL, State, apply, check, expire_unattached
+from cluster.testing.chaos.patching import Holes, Kind, Step, patch, serializable_read
 
 Possible = frozenset[State]
-
-
-class Kind(Enum):
-    OK = "ok"  # response known
-    APPLIED_AT = "applied"  # unknown outcome, but observed: took effect at a known revision
-    MAYBE = "maybe"  # unknown outcome, not observed: applied or not
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """An operation as the search sees it, after patching."""
-
-    op: Operation
-    kind: Kind
-    call: float
-    ret: float
-    revision: int = 0  # for APPLIED_AT
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,82 +47,9 @@ class LinearizabilityResult:
     maybe: int
 
 
-def writes(op: Operation) -> bool:
-    """Whether the request can change the store (a Txn if either branch has a put or a delete)."""
-    req = op.request
-    ops = (*req.success, *req.failure) if isinstance(req, Txn) else (req,)
-    return any(isinstance(o, Put | Delete) for o in ops)
-
-
-def _put_values(op: Operation) -> list[bytes]:
-    req = op.request
-    ops = (*req.success, *req.failure) if isinstance(req, Txn) else (req,)
-    return [o.value for o in ops if isinstance(o, Put)]
-
-
-def _changed(resp: Response, op: Operation) -> bool:
-    """Whether an ok operation took a revision, from its response."""
-    if isinstance(op.request, Put):
-        return True
-    return any(isinstance(r, PutResult) or (isinstance(r, DeleteResult) and r.deleted) for r in resp.results)
-
-
-def observations(ops: Iterable[Operation], watches: Iterable[WatchStream]) -> dict[bytes, tuple[int, float]]:
-    """value -> (mod_revision, earliest time it was known to be committed), from ok reads and watches."""
-    seen: dict[bytes, tuple[int, float]] = {}
-
-    def note(value: bytes, rev: int, when: float) -> None:
-        old = seen.get(value)
-        if old is None or when < old[1]:
-            seen[value] = (rev, when)
-
-    for op in ops:
-        if op.outcome == "ok" and op.response is not None:
-            for res in op.response.results:
-                if isinstance(res, RangeResult):
-                    for kv in res.kvs:
-                        note(kv.value, kv.mod_revision, op.ret)
-    for watch in watches:
-        for seg in watch.segments:
-            for resp in seg.responses:
-                for ev in resp.events:
-                    if ev.type == "put":
-                        note(ev.kv.value, ev.kv.mod_revision, resp.received)
-    return seen
-
-
-def patch(ops: Iterable[Operation], watches: Iterable[WatchStream] = ()) -> tuple[list[Step], int, set[int]]:
-    """The steps to search, how many unknown operations were dropped as having had no effect, and the
-    holes (revisions up to the highest seen that no ok or observed write took)."""
-    ops = list(ops)
-    seen = observations(ops, watches)
-    steps: list[Step] = []
-    unknown: list[Operation] = []
-    taken: set[int] = set()
-    highest = INITIAL.revision
-    for op in ops:
-        if op.outcome == "ok" and op.response is not None:
-            steps.append(Step(op, Kind.OK, op.invoke, op.ret))
-            highest = max(highest, op.response.revision)
-            if _changed(op.response, op):
-                taken.add(op.response.revision)
-        elif op.outcome == "unknown" and writes(op):
-            hits = [seen[v] for v in _put_values(op) if v in seen]
-            if hits:
-                rev, when = min(hits, key=lambda h: h[1])
-                steps.append(Step(op, Kind.APPLIED_AT, op.invoke, max(when, op.invoke), rev))
-                taken.add(rev)
-                highest = max(highest, rev)
-            else:
-                unknown.append(op)
-    holes = set(range(INITIAL.revision + 1, highest + 1)) - taken
-    if holes:
-        steps.extend(Step(op, Kind.MAYBE, op.invoke, math.inf) for op in unknown)
-        return steps, 0, holes
-    return steps, len(unknown), holes
-
-
-def _step(step: Step, states: Possible, holes: set[int]) -> Possible:
+def _step(step: Step, states: Possible, holes: Holes) -> Possible:
+    for lease in step.may_expire:
+        states = states | {new for s in states if (new := expire_unattached(s, lease)) is not None}
     if step.kind is Kind.OK:
         assert step.op.response is not None
         return frozenset(
@@ -166,9 +62,36 @@ def _step(step: Step, states: Possible, holes: set[int]) -> Possible:
             if new.revision == step.revision and new is not s:
                 out.add(new)
         return frozenset(out)
-    return frozenset(
-        new for s in states if (new := apply(s, step.op.request)[0]).revision in holes and new is not s
-    )
+    req = step.op.request
+    if not isinstance(req, LeaseGrant | LeaseRevoke):  # it can change something only by taking a hole
+        states = frozenset(s for s in states if s.revision + 1 in holes)
+    return frozenset(new for s in states if _optional_fits(s, new := apply(s, req)[0], holes, req))
+
+
+def _optional_fits(state: State, new: State, holes: Holes, request: Request) -> bool:
+    """An optional step is placed only if it changes something, a revision it takes is a hole, and it
+    makes every change a watch saw at that revision. An expiry is placed on its own only if it deletes
+    keys: one that does not matters only to a later use of the lease, which considers it then
+    (`Step.may_expire`; placing it freely would multiply the search by every subset of the leases that
+    could have expired)."""
+    if new is state:
+        return False
+    if new.revision == state.revision:
+        return not isinstance(request, LeaseExpire)
+    seen = holes.get(new.revision)
+    if seen is None:
+        return False
+    if not seen:
+        return True
+    before = {kv.key: kv.value for kv in state.kvs}
+    after = {kv.key: kv for kv in new.kvs}
+    for key, (kind, value) in seen.items():
+        kv = after.get(key)
+        if kind == "delete" and (kv is not None or key not in before):
+            return False
+        if kind == "put" and (kv is None or kv.value != value or kv.mod_revision != new.revision):
+            return False
+    return True
 
 
 def check_history(
@@ -177,11 +100,12 @@ def check_history(
     *,
     budget_seconds: float = 60.0,
     report_path: Path | None = None,
+    pauses: Iterable[tuple[str, float, float]] = (),
 ) -> LinearizabilityResult:
     """Search for a linearization of ``ops``; on a violation the report names the operations that could
     not be placed and is also written to ``report_path`` if given."""
     all_ops = list(ops)
-    steps, dropped, holes = patch(all_ops, watches)
+    steps, dropped, holes = patch(all_ops, watches, pauses)
     n = len(steps)
     maybe = sum(1 for s in steps if s.kind is Kind.MAYBE)
     # Entries 1..2n: (time, is_return, step); a call sorts before a return at the same instant.
@@ -272,7 +196,10 @@ def _report(steps: list[Step], best: tuple[list[int], Possible]) -> str:
     done = set(placed)
     rest = [s for i, s in enumerate(steps) if i not in done]
     first_return = min((s.ret for s in rest), default=math.inf)
-    candidates = sorted((s for s in rest if s.call <= first_return), key=lambda s: s.call)
+    candidates = sorted(
+        (s for s in rest if s.call <= first_return),
+        key=lambda s: (s.kind is Kind.MAYBE, serializable_read(s.op), s.call),
+    )
     lines = [
         "KV history is not linearizable.",
         f"Longest linearizable prefix: {len(placed)} of {len(steps)} operations.",

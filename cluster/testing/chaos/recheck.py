@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cluster.testing.chaos.archive import load
 from cluster.testing.chaos.linearizability import check_history
+from cluster.testing.chaos.serializable import check_serializable
 from cluster.testing.chaos.watchcheck import check_watches
 from cluster.testing.chaos.workload import WorkloadConfig
 
@@ -21,11 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     history = load(args.history.read_text())
     keyspace = WorkloadConfig(prefix=args.prefix.encode()).keyspace
-    lin = check_history(history.operations, history.watches, budget_seconds=args.search_budget)
+    lin = check_history(
+        history.operations, history.watches, budget_seconds=args.search_budget, pauses=history.pauses
+    )
     watch = check_watches(history.operations, history.watches, keyspace, compactions=history.compactions)
     print(f"linearizability: {lin.ok} ({lin.operations} ops, {lin.steps} steps)\n{lin.report}")
     print(f"watch: {watch.ok} ({watch.streams} streams, {watch.events} events)\n{watch.report}")
-    return 0 if lin.ok and watch.ok else 1
+    stale = check_serializable(history.operations)
+    print("serializable reads:", "\n  ".join(["VIOLATION", *stale]) if stale else "ok")
+    return 0 if lin.ok and watch.ok and not stale else 1
 
 
 if __name__ == "__main__":

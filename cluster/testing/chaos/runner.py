@@ -13,17 +13,30 @@ import asyncio
 import shutil
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster.testing.chaos import archive
 from cluster.testing.chaos.cluster import ChaosCluster, start_cluster
 from cluster.testing.chaos.faults import FaultInjector
-from cluster.testing.chaos.history import History, Put, Range, Response, WatchStream
+from cluster.testing.chaos.front import start_front
+from cluster.testing.chaos.history import (
+    History,
+    LeaseGrant,
+    LeaseKeepAlive,
+    LeaseRevoke,
+    Put,
+    Range,
+    Response,
+    WatchStream,
+)
 from cluster.testing.chaos.linearizability import check_history
+from cluster.testing.chaos.serializable import check_serializable
 from cluster.testing.chaos.watchcheck import check_watches
 from cluster.testing.chaos.watchers import LogicalWatch
 from cluster.testing.chaos.workload import Channels, KvClient, WorkloadConfig, perform
+from cluster.testing.procs import NodeProcess
 
 RECOVERY_TIMEOUT = 60.0
 CATCH_UP_TIMEOUT = 20.0
@@ -40,6 +53,8 @@ class RunConfig:
     report_dir: Path | None = None
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     search_budget: float = 60.0
+    front: str = ""
+    """"gateway" or "grpcproxy": half the clients and two watches go through it (front.py)."""
 
 
 @dataclass
@@ -64,12 +79,17 @@ def run(config: RunConfig) -> Verdict:
     flags = ("--snapshot-count=200",)  # snapshots and log compaction happen during short runs too
     disk_mb = DISK_MB if "diskfull" in config.faults else None
     cluster = start_cluster(config.target, *flags, disk_mb=disk_mb)
+    front: NodeProcess | None = None
     try:
-        verdict = asyncio.run(_drive(cluster, config, report_dir))
+        if config.front:
+            front = start_front(config.front, config.target, cluster.endpoints)
+        verdict = asyncio.run(_drive(cluster, front, config, report_dir))
         if verdict.ok is not True:
-            for m in cluster.members:
+            for m in [*cluster.members, *([front] if front else [])]:
                 (report_dir / f"{m.name}.log").write_text(m.logs())
     finally:
+        if front is not None:
+            front.close()
         cluster.close()
     if verdict.ok is True and config.report_dir is None:
         shutil.rmtree(report_dir, ignore_errors=True)
@@ -78,12 +98,14 @@ def run(config: RunConfig) -> Verdict:
     return verdict
 
 
-def _watches(cfg: WorkloadConfig, endpoints: list[str]) -> list[LogicalWatch]:
+def _watches(cfg: WorkloadConfig, endpoints: list[str], fronted: list[str]) -> list[LogicalWatch]:
+    """The whole-keyspace watch from rev 1 (the reference for the committed history) goes straight to
+    the members; the two others through the front, if there is one (``fronted``)."""
     start, end = cfg.keyspace
     return [
         LogicalWatch(0, start, end, True, 1, endpoints),
-        LogicalWatch(1, cfg.key(0), b"", True, 1, endpoints),
-        LogicalWatch(2, cfg.key(0), cfg.key(3), False, 1, endpoints),
+        LogicalWatch(1, cfg.key(0), b"", True, 1, fronted),
+        LogicalWatch(2, cfg.key(0), cfg.key(3), False, 1, fronted),
     ]
 
 
@@ -124,13 +146,22 @@ async def _late_watch(
     return LogicalWatch(3, start, end, True, max(1, resp.revision - 20), endpoints)
 
 
-async def _drive(cluster: ChaosCluster, config: RunConfig, report_dir: Path) -> Verdict:
+async def _drive(
+    cluster: ChaosCluster, front: NodeProcess | None, config: RunConfig, report_dir: Path
+) -> Verdict:
     cfg, history, endpoints = config.workload, History(), cluster.endpoints
+    fronted = [front.endpoint] if front is not None else endpoints
     stop_clients, stop_faults, stop_watches = asyncio.Event(), asyncio.Event(), asyncio.Event()
-    watches = _watches(cfg, endpoints)
+    watches = _watches(cfg, endpoints, fronted)
     watch_tasks = [asyncio.create_task(w.run(stop_watches)) for w in watches]
-    clients = [KvClient(i, endpoints, history, config.seed, cfg) for i in range(cfg.clients)]
+    clients = [
+        KvClient(i, fronted, history, config.seed, cfg, fronted=True)
+        if front is not None and i % 2 == 0
+        else KvClient(i, endpoints, history, config.seed, cfg)
+        for i in range(cfg.clients)
+    ]
     client_tasks = [asyncio.create_task(c.run(stop_clients)) for c in clients]
+    client_tasks += [asyncio.create_task(c.keep_alive(stop_clients)) for c in clients if cfg.leases]
     injector = FaultInjector(cluster, config.seed, config.faults, history)
     fault_task = asyncio.create_task(injector.run(stop_faults))
     late = await _late_watch(history, cfg, endpoints, config.duration / 3, stop_clients)
@@ -164,6 +195,8 @@ async def _drive(cluster: ChaosCluster, config: RunConfig, report_dir: Path) -> 
     stop_watches.set()
     await asyncio.wait_for(asyncio.gather(*watch_tasks), 15)
     problems.extend(f"{name} crashed (exited without an injected kill)" for name in cluster.crashed())
+    if front is not None and not front.running:
+        problems.append(f"the {config.front} in front of the cluster exited")
     return _judge(history, [w.stream() for w in watches], injector, problems, config, report_dir)
 
 
@@ -184,8 +217,12 @@ def _judge(
         streams,
         budget_seconds=config.search_budget,
         report_path=report_dir / "linearizability.txt",
+        pauses=history.pauses,
     )
     lin_seconds = time.monotonic() - started
+    stale = check_serializable(history.operations)
+    if stale:
+        (report_dir / "serializable.txt").write_text("\n".join(stale) + "\n")
     watch = check_watches(
         history.operations,
         streams,
@@ -198,24 +235,46 @@ def _judge(
     counts = history.counts()
     summary = [
         f"seed={config.seed} target={config.target} duration={config.duration}s "
-        f"faults={','.join(config.faults)}",
+        f"faults={','.join(config.faults)}" + (f" front={config.front}" if config.front else ""),
         f"operations: {counts['ok']} ok, {counts['unknown']} unknown, {counts['failed']} failed; "
         f"watch events: {counts['watch_events']} in {len(streams)} streams",
         f"faults injected: {injector.injected}",
+        _lease_line(history),
         f"linearizability: {_word(lin.ok)} ({lin.operations} ops searched, "
         f"{lin.dropped_unknown} unknown dropped, "
         f"{lin.maybe} maybe, {lin.steps} steps, {lin_seconds:.1f}s)",
         f"watch: {_word(watch.ok)}",
+        f"serializable reads monotonic per member session: {_word(not stale)}",
         *problems,
+        *stale[:20],
     ]
     if lin.ok is False:
         summary.append(lin.report.rstrip())
     if not watch.ok:
         summary.append(watch.report.rstrip())
-    ok: bool | None = lin.ok is True and watch.ok and not problems
+    ok: bool | None = lin.ok is True and watch.ok and not problems and not stale
     if lin.ok is None and watch.ok and not problems:
         ok = None
     return Verdict(ok, summary, history=history)
+
+
+def _lease_line(history: History) -> str:
+    """What the run did with leases and serializable reads (to see that they were exercised)."""
+    tally: Counter[str] = Counter()
+    for op in history.operations:
+        req, resp = op.request, op.response
+        ok = op.outcome == "ok" and resp is not None
+        if isinstance(req, LeaseGrant | LeaseRevoke | LeaseKeepAlive) and ok:
+            tally[type(req).__name__] += 1
+        elif isinstance(req, Put) and req.lease and ok:
+            tally["gone" if resp.error else "leased"] += 1  # type: ignore[union-attr]
+        elif isinstance(req, Range) and req.serializable and ok:
+            tally["serializable"] += 1
+    return (
+        f"leases: {tally['LeaseGrant']} granted, {tally['LeaseRevoke']} revoked, "
+        f"{tally['LeaseKeepAlive']} keep-alives, {tally['leased']} puts with a lease, "
+        f"{tally['gone']} found it gone; {tally['serializable']} serializable reads (all ok outcomes)"
+    )
 
 
 def _word(ok: bool | None) -> str:

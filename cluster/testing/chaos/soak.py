@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from cluster.testing.chaos.front import FRONTS
 from cluster.testing.procs import REPO_ROOT, _python_env
 
 ROTATION = (
@@ -35,11 +36,11 @@ def faults_for(seed: int) -> str:
     return ROTATION[seed % len(ROTATION)]
 
 
-def one_run(seed: int, duration: float, target: str, timeout: float) -> tuple[str, str]:
+def one_run(seed: int, duration: float, target: str, timeout: float, front: str = "") -> tuple[str, str]:
     """(verdict word, the run's summary) for one seed."""
     cmd = [
         sys.executable, "-m", "cluster.testing.chaos", f"--seed={seed}", f"--duration={duration}",
-        f"--faults={faults_for(seed)}", f"--target={target}",
+        f"--faults={faults_for(seed)}", f"--target={target}", *([f"--front={front}"] if front else []),
     ]  # fmt: skip
     out = subprocess.PIPE
     proc = subprocess.Popen(cmd, stdout=out, stderr=out, text=True, cwd=REPO_ROOT, env=_python_env(None))
@@ -64,13 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--target", choices=("quorum", "etcd"), default="quorum")
+    parser.add_argument("--front", choices=FRONTS, help="every run with this proxy in front (see runner)")
     parser.add_argument("--log", type=Path, default=Path("soak.log"))
     args = parser.parse_args(argv)
     tally: Counter[str] = Counter()
     started = time.monotonic()
     with args.log.open("a") as log:
         for seed in range(args.first_seed, args.first_seed + args.runs):
-            word, output = one_run(seed, args.duration, args.target, args.duration + 300)
+            word, output = one_run(seed, args.duration, args.target, args.duration + 300, args.front or "")
             tally[word] += 1
             line = f"seed={seed} faults={faults_for(seed)} {word}"
             detail = output if word != "PASS" else "\n".join(output.splitlines()[1:6])

@@ -115,7 +115,7 @@ def reconstruct(
                 for ev in resp.events:
                     add(ev.kv.mod_revision, ev.kv.key, _event_change(ev), f"watch#{watch.id}")
     for op in ops:
-        if op.outcome != "ok" or op.response is None:
+        if op.outcome != "ok" or op.response is None or op.response.error:
             continue
         req = op.request
         if isinstance(req, Put):

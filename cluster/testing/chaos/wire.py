@@ -16,6 +16,9 @@ from cluster.testing.chaos.history import (
     Delete,
     DeleteResult,
     KeyValue,
+    LeaseGrant,
+    LeaseKeepAlive,
+    LeaseRevoke,
     OpResult,
     Put,
     PutResult,
@@ -54,11 +57,11 @@ def compare(c: Compare) -> Any:
 
 
 def put(p: Put) -> Any:
-    return rpc_pb2.PutRequest(key=p.key, value=p.value)
+    return rpc_pb2.PutRequest(key=p.key, value=p.value, lease=p.lease)
 
 
 def range_(r: Range) -> Any:
-    return rpc_pb2.RangeRequest(key=r.key, range_end=r.range_end)
+    return rpc_pb2.RangeRequest(key=r.key, range_end=r.range_end, serializable=r.serializable)
 
 
 def delete(d: Delete) -> Any:
@@ -93,7 +96,9 @@ def _result(resp: Any) -> OpResult:
 def response(request: Request, resp: Any) -> Response:
     """The history's view of a gRPC response to ``request``."""
     rev = resp.header.revision
-    if isinstance(request, Put):
+    if isinstance(request, LeaseGrant | LeaseKeepAlive):
+        return Response(rev, ttl=resp.TTL)
+    if isinstance(request, Put | LeaseRevoke):
         return Response(rev)
     if isinstance(request, Range):
         return Response(rev, True, (RangeResult(tuple(keyvalue(kv) for kv in resp.kvs)),))
