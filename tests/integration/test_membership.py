@@ -98,7 +98,8 @@ def start_added(node: NodeProcess, settings: dict[str, str], timeout: float = 60
     node.wait_ready(timeout=timeout)
 
 
-def wait_until(check, timeout: float = 30.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+def wait_until(check, timeout: float = 30.0, what: str = "condition", logs=()) -> None:  # type: ignore[no-untyped-def]
+    """Poll `check` until it holds; on time-out the failure carries the log tails of `logs` (nodes)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -107,7 +108,8 @@ def wait_until(check, timeout: float = 30.0, what: str = "condition") -> None:  
         except AssertionError:
             pass
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            tails = "".join(f"\n--- {n.name} (running={n.running}) ---\n{n.log_tail(40)}" for n in logs)
+            raise AssertionError(f"timed out waiting for {what}{tails}")
         time.sleep(0.2)
 
 
@@ -281,7 +283,10 @@ def test_learner_catches_up_serves_only_serializable_reads_and_is_promoted(
     learner.initial_cluster = settings["ETCD_INITIAL_CLUSTER"]
     learner.start("--initial-cluster-state=existing", wait=False)
     wait_until(
-        lambda: "ready to serve client requests" in learner.current_log(), timeout=60, what="learner up"
+        lambda: "ready to serve client requests" in learner.current_log(),
+        timeout=90,
+        what="learner up",
+        logs=[learner, *nodes],
     )
 
     put = etcdctl(learner.endpoint, "put", "x", "y")
