@@ -10,11 +10,15 @@ connection when the call returns:
 - ``refuse()``: reset existing connections now and reset new ones as soon as they are accepted;
 - ``delay(seconds, jitter=0)``: forward each chunk ``seconds`` (+ uniform ``[0, jitter)``) after it was
   read, order preserved;
+- ``loss(probability, rto=0.2)``: packet loss as a TCP stream lives it: each chunk is "lost" with
+  ``probability`` and arrives one retransmission timeout (``rto``, Linux's minimum is 200 ms) late, and
+  everything read after it waits behind it (head-of-line blocking); nothing is dropped;
 - ``cut()``: reset the current connections once; new ones are handled by the standing fault.
 
-Dropping a random fraction of chunks is deliberately not offered: TCP never loses bytes in the middle of a
-stream, so a hole would only test the peer's parser. For the same reason a connection that lost bytes
-to ``blackhole`` is reset when its fault changes again rather than resumed with a hole in its stream.
+Dropping a random fraction of chunks outright is deliberately not offered: TCP never loses bytes in the
+middle of a stream, so a hole would only test the peer's parser; ``loss`` models what it does instead.
+For the same reason a connection that lost bytes to ``blackhole`` is reset when its fault changes again
+rather than resumed with a hole in its stream.
 
 **Per-source faults.** Every fault method takes ``source=``: with an ``identify`` callback the proxy labels
 each accepted connection by who dialled it, and a fault set for a label overrides the proxy-wide one for
@@ -50,18 +54,20 @@ Address = tuple[str, int]
 Identify = Callable[[Address, Address], "str | None"]
 """``identify(client_address, listen_address)`` → a label for the dialler, or None if unknown."""
 
-FaultKind = Literal["pass", "blackhole", "refuse", "delay"]
+FaultKind = Literal["pass", "blackhole", "refuse", "delay", "loss"]
 
 _CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    """What the proxy does to a connection's bytes; ``delay``/``jitter`` only matter for kind "delay"."""
+    """What the proxy does to a connection's bytes: ``delay``/``jitter`` for kind "delay"; for kind
+    "loss", ``loss`` is the probability that a chunk is lost and ``delay`` the retransmission timeout."""
 
     kind: FaultKind = "pass"
     delay: float = 0.0
     jitter: float = 0.0
+    loss: float = 0.0
 
 
 PASS = Fault()
@@ -79,6 +85,8 @@ class ProxyStatistics:
     bytes_to_client: int
     bytes_dropped: int
     bytes_buffered: int
+    chunks_lost: int = 0
+    """Chunks the "loss" fault held back for a retransmission timeout."""
 
 
 @dataclass(slots=True)
@@ -89,6 +97,7 @@ class _Counters:
     to_target: int = 0
     to_client: int = 0
     dropped: int = 0
+    lost: int = 0
 
 
 @dataclass(slots=True)
@@ -241,6 +250,11 @@ class FaultProxy:
             raise ValueError("delay and jitter must be >= 0")
         self._set(Fault("delay", seconds, jitter), source)
 
+    def loss(self, probability: float, rto: float = 0.2, source: str | None = None) -> None:
+        if not 0 <= probability <= 1 or rto < 0:
+            raise ValueError("loss probability must be within [0, 1] and rto >= 0")
+        self._set(Fault("loss", delay=rto, loss=probability), source)
+
     def cut(self, source: str | None = None) -> int:
         """Reset the current connections (of ``source`` only, if given) now; returns how many."""
         return self._call(self._cut(source))
@@ -261,6 +275,7 @@ class FaultProxy:
             bytes_to_target=c.to_target,
             bytes_to_client=c.to_client,
             bytes_dropped=c.dropped,
+            chunks_lost=c.lost,
             bytes_buffered=self._call(self._buffered()) if self._loop is not None else 0,
         )
 
@@ -383,6 +398,11 @@ class FaultProxy:
             if fault.kind == "delay":
                 extra = self._random.uniform(0, fault.jitter) if fault.jitter else 0.0
                 due = max(direction.last_due, now + fault.delay + extra)
+            elif fault.kind == "loss":
+                lost = self._random.random() < fault.loss
+                due = max(direction.last_due, now + fault.delay if lost else now)
+                if lost:
+                    self._counters.lost += 1
             direction.last_due = due
             direction.chunks.append((due, data))
             direction.buffered += len(data)

@@ -69,11 +69,20 @@ def test_real_etcd_passes_the_same_workload_and_checker() -> None:
 
 @pytest.mark.parametrize(
     ("seed", "faults"),
-    [(1, ("kill", "pause")), (2, ("partition", "delay")), (3, ("compact", "defrag", "kill")), (4, ALL)],
+    [
+        (1, ("kill", "pause")),
+        (2, ("partition", "delay")),
+        (3, ("compact", "defrag", "kill")),
+        (4, ALL),
+        (5, ("loss",)),
+    ],
 )
 def test_quorum_keeps_its_guarantees_under_faults(seed: int, faults: tuple[str, ...]) -> None:
     verdict = chaos("quorum", seed, 10, faults)
     assert verdict.ok is True, verdict.text()
+    injected = next(line for line in verdict.summary if line.startswith("faults injected:"))
+    if faults == ("loss",):
+        assert "(loss " in injected, injected
     tally = exercised(verdict.history)
     assert all(tally[k] for k in LEASE_KINDS), tally
 

@@ -157,6 +157,37 @@ def test_delay_holds_each_direction_and_preserves_order(proxy: FaultProxy) -> No
         assert got == payload
 
 
+def test_loss_holds_lost_chunks_one_rto_and_everything_behind_them(proxy: FaultProxy) -> None:
+    rto, trips = 0.1, 30
+    proxy.loss(0.3, rto=rto)
+    with connect(proxy) as sock:
+        started = time.monotonic()
+        for i in range(trips):  # one chunk each way per round trip, so each loss costs one rto
+            assert roundtrip(sock, b"%03d" % i) == b"%03d" % i
+        elapsed = time.monotonic() - started
+    lost = proxy.statistics().chunks_lost
+    assert 0 < lost < 2 * trips, lost
+    assert elapsed >= lost * rto * 0.95, (elapsed, lost)
+    assert elapsed < lost * rto + trips * 0.1, (elapsed, lost)
+
+
+def test_loss_never_drops_or_reorders_bytes(proxy: FaultProxy) -> None:
+    proxy.loss(0.5, rto=0.02)
+    with connect(proxy) as sock:
+        payload = b"".join(b"%06d" % i for i in range(20000))
+        sender = threading.Thread(target=sock.sendall, args=(payload,))
+        sender.start()
+        got = b""
+        sock.settimeout(20)
+        while len(got) < len(payload):
+            got += sock.recv(65536)
+        sender.join(timeout=10)
+        assert got == payload
+    assert proxy.statistics().chunks_lost > 0
+    with pytest.raises(ValueError):
+        proxy.loss(1.5)
+
+
 def test_cut_resets_current_connections_only(proxy: FaultProxy) -> None:
     with connect(proxy) as old:
         assert roundtrip(old, b"x") == b"x"

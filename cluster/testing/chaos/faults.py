@@ -1,6 +1,6 @@
 """Seeded fault injectors: kill -9 and restart of the leader or a follower, SIGSTOP/SIGCONT pauses,
-peer partitions (refused or black-holed) and peer delay through the FaultProxies, compaction and defrag
-during load.
+peer partitions (refused or black-holed), peer delay and packet loss through the FaultProxies,
+compaction and defrag during load.
 
 One fault at a time, each healed before the next, chosen and timed by ``random.Random(seed)`` so a run's
 fault schedule is reproducible (the cluster's timing, of course, is not). Faults act through blocking
@@ -16,6 +16,7 @@ import random
 import shutil
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +27,9 @@ from cluster.testing.chaos.cluster import ChaosCluster
 from cluster.testing.chaos.history import History
 from cluster.testing.procs import NodeProcess, NodeStartError
 
-FAULT_KINDS = ("kill", "pause", "partition", "delay", "compact", "defrag", "member", "diskfull", "killall")
+FAULT_KINDS = (
+    "kill", "pause", "partition", "delay", "loss", "compact", "defrag", "member", "diskfull", "killall"
+)
 
 
 class FaultInjector:
@@ -40,6 +43,7 @@ class FaultInjector:
         self.rng = random.Random(seed)
         self.log: list[str] = []
         self.injected = 0
+        self.injected_kinds: Counter[str] = Counter()
         self.errors: list[str] = []
         """Faults that could not be healed (a member that did not come back): violations of the run."""
         self._started = time.monotonic()
@@ -48,6 +52,7 @@ class FaultInjector:
             "pause": self.pause,
             "partition": self.partition,
             "delay": self.delay,
+            "loss": self.loss,
             "compact": self.compact,
             "defrag": self.defrag,
             "member": self.replace_member,
@@ -80,6 +85,7 @@ class FaultInjector:
                 pass
             kind = self.rng.choice(self.kinds)
             self.injected += 1
+            self.injected_kinds[kind] += 1
             try:
                 await asyncio.to_thread(self._actions[kind])
             except Exception as exc:  # a fault that cannot be carried out is a finding, not a crash
@@ -154,6 +160,17 @@ class FaultInjector:
         ms = f"{delay * 1000:.0f}ms+{jitter * 1000:.0f}ms"
         self._note(f"delay peer traffic to {victim.name} by {ms} for {length:.2f}s")
         self.cluster.network.proxies[victim.name].delay(delay, jitter)
+        time.sleep(length)
+        self.cluster.network.heal()
+
+    def loss(self) -> None:
+        """Packet loss on a member's peer links, as TCP lives it: a lost segment comes one
+        retransmission timeout late and holds up the stream behind it (FaultProxy.loss)."""
+        victim, length = self._victim(), self._duration()
+        probability, rto = self.rng.uniform(0.01, 0.1), self.rng.uniform(0.2, 0.4)
+        self._note(f"lose {probability:.0%} of peer traffic to {victim.name} (rto {rto * 1000:.0f}ms) "
+                   f"for {length:.2f}s")
+        self.cluster.network.proxies[victim.name].loss(probability, rto)
         time.sleep(length)
         self.cluster.network.heal()
 

@@ -238,7 +238,9 @@ def _judge(
         f"faults={','.join(config.faults)}" + (f" front={config.front}" if config.front else ""),
         f"operations: {counts['ok']} ok, {counts['unknown']} unknown, {counts['failed']} failed; "
         f"watch events: {counts['watch_events']} in {len(streams)} streams",
-        f"faults injected: {injector.injected}",
+        f"faults injected: {injector.injected}"
+        + (f" ({', '.join(f'{k} {n}' for k, n in sorted(injector.injected_kinds.items()))})"
+           if injector.injected else ""),
         _lease_line(history),
         f"linearizability: {_word(lin.ok)} ({lin.operations} ops searched, "
         f"{lin.dropped_unknown} unknown dropped, "

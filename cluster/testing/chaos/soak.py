@@ -23,11 +23,11 @@ ROTATION = (
     "kill",
     "pause",
     "partition",
-    "delay",
+    "delay,loss",
     "compact,defrag",
     "member,kill",
     "diskfull,compact",
-    "kill,pause,partition,delay,compact,defrag,member,diskfull",
+    "kill,pause,partition,delay,loss,compact,defrag,member,diskfull",
     "killall,kill,partition,compact,member",
 )
 
