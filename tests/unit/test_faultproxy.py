@@ -140,21 +140,26 @@ def test_refuse_resets_existing_and_new_connections(proxy: FaultProxy) -> None:
         assert roundtrip(healed, b"ok") == b"ok"
 
 
+def assert_echoes_in_order(sock: socket.socket) -> None:
+    """120 KB sent at once come back whole and in order."""
+    payload = b"".join(b"%06d" % i for i in range(20000))
+    sender = threading.Thread(target=sock.sendall, args=(payload,))
+    sender.start()
+    got = b""
+    sock.settimeout(20)
+    while len(got) < len(payload):
+        got += sock.recv(65536)
+    sender.join(timeout=10)
+    assert got == payload
+
+
 def test_delay_holds_each_direction_and_preserves_order(proxy: FaultProxy) -> None:
     proxy.delay(0.2, jitter=0.1)
     with connect(proxy) as sock:
         started = time.monotonic()
         assert roundtrip(sock, b"a") == b"a"
         assert time.monotonic() - started >= 0.4  # 0.2 s each way
-        payload = b"".join(b"%06d" % i for i in range(20000))
-        sender = threading.Thread(target=sock.sendall, args=(payload,))
-        sender.start()
-        got = b""
-        sock.settimeout(20)
-        while len(got) < len(payload):
-            got += sock.recv(65536)
-        sender.join(timeout=10)
-        assert got == payload
+        assert_echoes_in_order(sock)
 
 
 def test_loss_holds_lost_chunks_one_rto_and_everything_behind_them(proxy: FaultProxy) -> None:
@@ -174,15 +179,7 @@ def test_loss_holds_lost_chunks_one_rto_and_everything_behind_them(proxy: FaultP
 def test_loss_never_drops_or_reorders_bytes(proxy: FaultProxy) -> None:
     proxy.loss(0.5, rto=0.02)
     with connect(proxy) as sock:
-        payload = b"".join(b"%06d" % i for i in range(20000))
-        sender = threading.Thread(target=sock.sendall, args=(payload,))
-        sender.start()
-        got = b""
-        sock.settimeout(20)
-        while len(got) < len(payload):
-            got += sock.recv(65536)
-        sender.join(timeout=10)
-        assert got == payload
+        assert_echoes_in_order(sock)
     assert proxy.statistics().chunks_lost > 0
     with pytest.raises(ValueError):
         proxy.loss(1.5)
