@@ -172,6 +172,8 @@ class PeerTransport:
                 peer = peers.get(m.to)
                 if peer is not None:
                     peer.send_snapshot(m)
+                else:  # Raft waits for the outcome of every MsgSnap before it sends that peer more
+                    self._callbacks.on_snapshot_status(m.to, True)
                 continue
             group = groups.get(m.to)
             if group is None:

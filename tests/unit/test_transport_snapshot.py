@@ -106,3 +106,22 @@ def test_unusable_peer_urls_are_refused(url: str) -> None:
 
 def test_ids_print_like_etcd() -> None:
     assert format_id(0x8E9E05C52164694D) == "8e9e05c52164694d"
+
+
+def test_snapshot_for_an_unknown_peer_is_reported_failed(tmp_path: Path) -> None:
+    """Raft keeps a peer in snapshot state until it hears the MsgSnap's fate: one the transport cannot
+    send (no such peer yet) must be reported failed, or that peer would never be sent to again."""
+    from cluster.transport.transport import PeerTransport
+
+    statuses: list[tuple[int, bool]] = []
+    transport = PeerTransport(
+        1,
+        7,
+        on_message=lambda m: None,
+        on_snapshot=None,
+        snapshot_dir=tmp_path,
+        on_snapshot_status=lambda peer, failed: statuses.append((peer, failed)),
+    )
+    snap = Snapshot(metadata=SnapshotMetadata(index=10, term=2))
+    transport.send([Message(type=MessageType.SNAP, to=9, from_=1, term=2, snapshot=snap)])
+    assert statuses == [(9, True)]
