@@ -43,7 +43,7 @@ FLAGS = (
     f"--quota-backend-bytes={QUOTA}",
 )
 STATUS_TABLE = re.compile(
-    r"^\+-+\+-+\+-+\+-+\+\n\|   HASH   \| REVISION \| TOTAL KEYS \| TOTAL SIZE \|\n\+-+\+-+\+-+\+-+\+\n"
+    r"^\+-+\+-+\+-+\+-+\+\n\| +HASH +\| REVISION \| TOTAL KEYS \| TOTAL SIZE \|\n\+-+\+-+\+-+\+-+\+\n"
     r"\| +[0-9a-f]+ \| +\d+ \| +\d+ \| +[\d.]+ [kMG]?B \|\n\+-+\+-+\+-+\+-+\+\n$"
 )
 ALARM_LINE = re.compile(r"^memberID:\d+ alarm:NOSPACE ?$")

@@ -67,13 +67,16 @@ def member_lines(nodes: list[NodeProcess]) -> list[list[str]]:
 
 
 def reconfigure(nodes: list[NodeProcess], *args: str) -> str:
-    """A membership command through etcdctl, repeated while the cluster answers "unhealthy cluster":
-    etcd (and quorum) refuse changes until the member asked has been connected to every voter for 5 s."""
+    """A membership command through etcdctl, repeated while the cluster answers "unhealthy cluster"
+    (etcd and quorum refuse changes until the member asked has been connected to every voter for 5 s)
+    or "not enough started members" (the member asked has not yet applied every member's publish)."""
     eps = ",".join(n.endpoint for n in nodes if n.running)
     deadline = time.monotonic() + 30
+    transient = ("unhealthy cluster", "not enough started members")
     while True:
         done = etcdctl(eps, *args, timeout=30)
-        if done.returncode == 0 or "unhealthy cluster" not in done.stderr or time.monotonic() > deadline:
+        retry = any(t in done.stderr for t in transient) and time.monotonic() < deadline
+        if done.returncode == 0 or not retry:
             break
         time.sleep(0.5)
     assert done.returncode == 0, done.stderr
