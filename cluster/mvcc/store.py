@@ -422,10 +422,11 @@ class KVStore:
             txn.abort()
 
     @contextmanager
-    def write(self) -> Iterator[WriteTxn]:
-        """The batch writer; commits on exit. On :class:`~cluster.storage.backend.BackendGrown` nothing
-        was committed and the caller re-runs the batch."""
-        with self.backend.write() as txn:
+    def write(self, defer_commit: bool = False) -> Iterator[WriteTxn]:
+        """The batch writer; commits on exit (or leaves the commit to ``backend.commit_deferred``, see
+        :class:`~cluster.storage.backend.Backend`). On :class:`~cluster.storage.backend.BackendGrown`
+        nothing was committed and the caller re-runs the batch."""
+        with self.backend.write(defer=defer_commit) as txn:
             w = WriteTxn(self._b, txn, self.backend)
             yield w
             w._flush()

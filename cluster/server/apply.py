@@ -109,21 +109,22 @@ class EntryApplier:
         self._auth = store
         self._auth_check = check
 
-    def apply(self, entries: list[Entry]) -> BatchOutcome:
-        """Apply a batch in one backend write transaction (re-run whole if the map had to grow)."""
+    def apply(self, entries: list[Entry], defer_commit: bool = False) -> BatchOutcome:
+        """Apply a batch in one backend write transaction (re-run whole if the map had to grow);
+        ``defer_commit`` leaves that transaction for ``backend.commit_deferred``."""
         while True:
             try:
-                return self._apply_once(entries)
+                return self._apply_once(entries, defer_commit)
             except BackendGrown:
                 self._store.reload()
                 self._membership.reload()
                 log.info("backend map grown; re-applying batch", extra={"entries": len(entries)})
 
-    def _apply_once(self, entries: list[Entry]) -> BatchOutcome:
+    def _apply_once(self, entries: list[Entry], defer_commit: bool) -> BatchOutcome:
         out = BatchOutcome(applied_index=self.applied_index, applied_term=self.applied_term)
         skip_to = self.applied_index
         kv = self._kv
-        with self._store.write() as wtx:
+        with self._store.write(defer_commit) as wtx:
             for entry in entries:
                 fresh = entry.index > skip_to
                 if entry.type == EntryType.CONF_CHANGE:

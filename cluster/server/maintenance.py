@@ -135,6 +135,7 @@ class Maintenance:
         os.close(fd)
         path = Path(name)
         try:
+            self._node.backend.commit_deferred()  # copied in a thread: it must hold every answered write
             copy = functools.partial(self._node.backend.copy_to, path, compact=False, durable=False)
             await asyncio.get_running_loop().run_in_executor(None, copy)
         except BaseException:
@@ -146,6 +147,7 @@ class Maintenance:
 
     async def hash(self) -> tuple[int, int]:
         """(hash of the whole backend, revision it was taken at): etcd's Maintenance.Hash."""
+        self._node.backend.commit_deferred()  # hashed in a thread, which sees only committed state
         return await asyncio.get_running_loop().run_in_executor(None, self._hash)
 
     def _hash(self) -> tuple[int, int]:
@@ -156,6 +158,7 @@ class Maintenance:
     async def hash_kv(self, revision: int) -> tuple[int, int, int]:
         """(hash, current revision, compact revision): etcd's HashByRev; equal on every member for
         the same requested revision and compact revision."""
+        self._node.backend.commit_deferred()
         return await asyncio.get_running_loop().run_in_executor(None, self._hash_kv, revision)
 
     def _hash_kv(self, revision: int) -> tuple[int, int, int]:

@@ -288,6 +288,7 @@ class QuorumNode:
             except (TimeoutError, Exception):
                 pass
         self._apply_thread.shutdown(wait=True)
+        self._commit_deferred()
         self._wal.close()
         self.backend.env.close()
 
@@ -363,15 +364,32 @@ class QuorumNode:
             # GIL passed back and forth) than the transaction itself. Safe: the apply thread is idle
             # (`_apply_running` was false) and no compaction batch runs, so no other LMDB write
             # transaction is open and this one cannot block on LMDB's writer lock.
+            #
+            # Its LMDB commit (an fsync) is deferred until the responses have been written: the
+            # handlers resume in the next loop iteration and queue their responses, and the commit
+            # runs in the iteration after, behind the connections' flushes. Any read on the loop
+            # meanwhile commits it first (Backend.read), so nothing sees the state in between.
             work: asyncio.Future[BatchOutcome] = loop.create_future()
             try:
-                work.set_result(self.applier.apply(entries))
+                work.set_result(self.applier.apply(entries, defer_commit=True))
             except Exception as exc:
                 work.set_exception(exc)
             self._on_applied(work, dones)
+            if self.backend.commit_pending:
+                loop.call_soon(loop.call_soon, self._commit_deferred)
             return
+        self._commit_deferred()  # the apply thread's write transaction would wait for it
         pending = loop.run_in_executor(self._apply_thread, self.applier.apply, entries)
         pending.add_done_callback(lambda f: self._on_applied(f, dones))
+
+    def _commit_deferred(self) -> None:
+        """Commit the inline apply's deferred transaction; a failure is a failed apply (stop, as
+        etcd panics; the WAL replays the batch at restart)."""
+        try:
+            self.backend.commit_deferred()
+        except Exception:
+            log.critical("failed to commit applied entries; stopping", exc_info=True)
+            self.driver.stop()
 
     def _on_applied(
         self, work: asyncio.Future[Any], dones: list[asyncio.Future[Sequence[ConfChange]]]
@@ -420,6 +438,7 @@ class QuorumNode:
         """
         self._snapshot_queued = False
         started = time.perf_counter()
+        self.backend.commit_deferred()
         self.backend.env.sync(True)
         conf_state = self.raw.status().conf_state
         snap = self._storage.create_snapshot(index, conf_state, b"")
@@ -484,6 +503,7 @@ class QuorumNode:
             try:
                 while self._apply_running:
                     await self._apply_idle.wait()
+                self._commit_deferred()  # defrag and snapshot copies run in threads: they must see it
                 self._apply_running = True
                 self._apply_idle.clear()
                 try:
@@ -527,6 +547,7 @@ class QuorumNode:
             loop = asyncio.get_running_loop()
             while True:
                 async with self._compaction_lock:
+                    self._commit_deferred()
                     finished = await loop.run_in_executor(self._apply_thread, self.store.compact_batch, batch)
                 if finished:
                     break

@@ -22,6 +22,15 @@ transaction. Reads on the event loop are synchronous, so none is open while the 
 long reads in worker threads (copies, hashes) hold :meth:`Backend.pinned`, and the swap first takes
 the backend exclusively (:meth:`Backend.acquire_exclusive`), which waits for them and holds off new ones.
 
+Deferred commit (``write(defer=True)``): the apply path may leave its transaction open so that the
+responses to the requests it applied go out before LMDB's commit fsync, as etcd answers from its
+in-memory batch before bbolt commits. This is durable because the entries are already in the WAL,
+fsync'd on a quorum, and the consistent index makes a restart replay them. Nothing may observe the
+state in between: on the thread that owns the open transaction, :meth:`Backend.read`,
+:meth:`Backend.write` and :meth:`Backend.commit_deferred` commit it first, so a reader on the event
+loop always sees every write whose response may have left; readers in other threads see the last
+committed state, which is self-consistent (it carries its own revision and consistent index).
+
 Opening named databases needs its own write transaction in LMDB, so every bucket Quorum knows is
 created at open; :meth:`bucket` opens others lazily and must not be called inside a write transaction.
 """
@@ -87,6 +96,8 @@ class Backend:
         """Called with the seconds each write transaction's commit took (etcd_disk_backend_commit_...)."""
         self._env = self._open(map_size)
         self._gate = threading.Condition()
+        self._deferred: lmdb.Transaction | None = None
+        self._deferred_owner = 0
         self._pins = 0
         self._exclusive = False
 
@@ -127,13 +138,18 @@ class Backend:
     # -- transactions ---------------------------------------------------------------------------------
 
     def read(self) -> lmdb.Transaction:
-        """A consistent read snapshot (use as a context manager, or ``abort()`` it); never blocks and is
-        never blocked by the writer."""
+        """A consistent read snapshot (use as a context manager, or ``abort()`` it); never blocked by
+        the writer. On the thread holding a deferred commit, that commit is done first."""
+        if self._deferred is not None and self._deferred_owner == threading.get_ident():
+            self.commit_deferred()
         return self._env.begin(write=False, buffers=False)
 
     @contextmanager
-    def write(self) -> Iterator[lmdb.Transaction]:
-        """One write transaction, committed (and fsync'd) on exit, aborted on error."""
+    def write(self, defer: bool = False) -> Iterator[lmdb.Transaction]:
+        """One write transaction, committed (and fsync'd) on exit, aborted on error. With ``defer``,
+        a successful transaction is left open for :meth:`commit_deferred` (see the module notes)."""
+        if self._deferred is not None:
+            self.commit_deferred()
         self._grow_if_needed()
         txn = self._env.begin(write=True, buffers=False)
         try:
@@ -145,15 +161,39 @@ class Backend:
         except BaseException:
             txn.abort()
             raise
+        if defer:
+            self._deferred = txn
+            self._deferred_owner = threading.get_ident()
+            return
         try:
-            started = time.perf_counter()
-            txn.commit()
-            if self.commit_observer is not None:
-                self.commit_observer(time.perf_counter() - started)
+            self._commit(txn)
         except lmdb.MapFullError:
             self._grow(self.map_size * 2)
             raise BackendGrown() from None
 
+    def _commit(self, txn: lmdb.Transaction) -> None:
+        started = time.perf_counter()
+        txn.commit()
+        if self.commit_observer is not None:
+            self.commit_observer(time.perf_counter() - started)
+
+    @property
+    def commit_pending(self) -> bool:
+        """Whether a deferred write transaction waits for :meth:`commit_deferred`."""
+        return self._deferred is not None
+
+    def commit_deferred(self) -> None:
+        """Commit (and fsync) the deferred write transaction, if any; only its own thread may.
+
+        A failure here cannot re-run the batch (its results are out): the caller must treat it as a
+        failed apply, and a restart replays the batch from the WAL."""
+        txn = self._deferred
+        if txn is None:
+            return
+        if self._deferred_owner != threading.get_ident():
+            raise RuntimeError("a deferred LMDB commit must be done by the thread that opened it")
+        self._deferred = None
+        self._commit(txn)
     def run_write(self, fn: Callable[[lmdb.Transaction], _T]) -> _T:
         """Run ``fn`` in a write transaction, re-running it after the map had to grow."""
         while True:
@@ -261,6 +301,7 @@ class Backend:
     def replace_with(self, source: Path) -> None:
         """Swap in another database file (a snapshot received from the leader) and reopen."""
         map_size = self.map_size
+        self._settle_deferred()
         self._env.close()
         os.replace(source, self.path)
         self._fsync_dir()
@@ -294,7 +335,18 @@ class Backend:
         return crc
 
     def close(self) -> None:
+        self._settle_deferred()
         self._env.close()
+
+    def _settle_deferred(self) -> None:
+        """Before the environment closes: commit a deferred transaction on its own thread; from any
+        other thread it can only be dropped (closing aborts it; the WAL still holds its entries)."""
+        if self._deferred is None:
+            return
+        if self._deferred_owner == threading.get_ident():
+            self.commit_deferred()
+        else:
+            self._deferred = None
 
     def __enter__(self) -> Backend:
         return self
