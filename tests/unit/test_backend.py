@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,77 @@ def test_hash_changes_with_data_but_ignores_listed_keys(db_path: Path) -> None:
             be.set_consistent_index(txn, 5, 1)
         assert be.hash(ignore=frozenset({(b"meta", b"consistent_index")})) == h0
         assert be.hash() != h0
+
+
+def _get_in_thread(be: Backend, key: bytes) -> bytes | None:
+    """What a reader in another thread (a hash, a snapshot copy) sees."""
+    seen: list[bytes | None] = []
+
+    def read() -> None:
+        with be.read() as txn:
+            seen.append(txn.get(key, db=be.bucket(b"kv")))
+
+    worker = threading.Thread(target=read)
+    worker.start()
+    worker.join(5)
+    return seen[0]
+
+
+def test_deferred_write_is_committed_by_a_read_on_its_own_thread(db_path: Path) -> None:
+    with Backend(db_path, map_size=1 << 20) as be:
+        kv = be.bucket(b"kv")
+        commits: list[float] = []
+        be.commit_observer = commits.append
+        with be.write(defer=True) as txn:
+            txn.put(b"a", b"1", db=kv)
+        assert be.commit_pending and not commits
+        assert _get_in_thread(be, b"a") is None  # other threads see only committed state
+        with be.read() as txn:  # the owner's read commits first: it sees the write
+            assert txn.get(b"a", db=kv) == b"1"
+        assert not be.commit_pending and len(commits) == 1
+        assert _get_in_thread(be, b"a") == b"1"
+
+
+def test_a_write_after_a_deferred_one_commits_it_first(db_path: Path) -> None:
+    with Backend(db_path, map_size=1 << 20) as be:
+        kv = be.bucket(b"kv")
+        with be.write(defer=True) as txn:
+            txn.put(b"a", b"1", db=kv)
+        with be.write() as txn:
+            assert txn.get(b"a", db=kv) == b"1"
+            txn.put(b"b", b"2", db=kv)
+        assert not be.commit_pending
+        assert _get_in_thread(be, b"a") == b"1" and _get_in_thread(be, b"b") == b"2"
+
+
+def test_deferred_commit_survives_reopen_and_only_its_thread_may_commit(db_path: Path) -> None:
+    be = Backend(db_path, map_size=1 << 20)
+    kv = be.bucket(b"kv")
+    with be.write(defer=True) as txn:
+        txn.put(b"a", b"1", db=kv)
+    errors: list[BaseException] = []
+
+    def commit_elsewhere() -> None:
+        try:
+            be.commit_deferred()
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=commit_elsewhere)
+    worker.start()
+    worker.join(5)
+    assert errors and be.commit_pending
+    be.commit_deferred()
+    be.commit_deferred()  # nothing pending: a no-op
+    be.close()
+    with Backend(db_path, map_size=1 << 20) as again, again.read() as txn:
+        assert txn.get(b"a", db=again.bucket(b"kv")) == b"1"
+
+
+def test_close_commits_a_deferred_write(db_path: Path) -> None:
+    be = Backend(db_path, map_size=1 << 20)
+    with be.write(defer=True) as txn:
+        txn.put(b"a", b"1", db=be.bucket(b"kv"))
+    be.close()
+    with Backend(db_path, map_size=1 << 20) as again, again.read() as txn:
+        assert txn.get(b"a", db=again.bucket(b"kv")) == b"1"
