@@ -144,7 +144,7 @@ def _on_append_response(r: Raft, m: Message, pr: Progress) -> None:
     elif pr.state == ProgressState.REPLICATE:
         pr.inflights.free_le(m.index)
     if r.maybe_commit():
-        r.bcast_append()
+        r.bcast_commit()
     elif old_paused:
         # The follower may have missed the latest commit index while paused.
         r.send_append(m.from_)

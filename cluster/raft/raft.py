@@ -81,6 +81,12 @@ class RaftConfig:
     pre_vote: bool = False
     read_only_option: ReadOnlyOption = ReadOnlyOption.SAFE
     disable_proposal_forwarding: bool = False
+    defer_commit_broadcast: bool = False
+    """When a leader's commit index advances, tell the followers only through appends that carry
+    entries anyway; the empty appends etcd sends at once wait for `flush_commit_broadcast` (the
+    driver calls it after a short delay). Under a steady writer the next append carries the commit and
+    a message and its ack per follower and put are saved; followers learn commits at most that delay
+    later when writes stop. Off by default, as in etcd."""
     rand: random.Random | None = None
     check_conf_change: Callable[[ConfChange], str | None] | None = None
     """Asked by a leader about each membership change it is about to append (never while another is
@@ -117,6 +123,9 @@ class Raft:
         self.check_conf_change = c.check_conf_change
         self.pre_vote = c.pre_vote
         self.disable_proposal_forwarding = c.disable_proposal_forwarding
+        self.defer_commit_broadcast = c.defer_commit_broadcast
+        self.commit_unsent: set[int] = set()
+        """Followers not yet sent the current commit index (only with `defer_commit_broadcast`)."""
         self.rand = c.rand if c.rand is not None else random.Random()
         self.read_only = ReadOnly(c.read_only_option)
 
@@ -205,6 +214,8 @@ class Raft:
             return self._send_snapshot(to, pr)
         if not ents and not send_if_empty:
             return False
+        if self.commit_unsent:
+            self.commit_unsent.discard(to)
         if ents:
             if pr.state == ProgressState.REPLICATE:
                 last = ents[-1].index
@@ -247,6 +258,26 @@ class Raft:
     def bcast_append(self) -> None:
         for i, _ in self.prs.visit():
             if i != self.id:
+                self.send_append(i)
+
+    def bcast_commit(self) -> None:
+        """The commit index advanced: tell every follower now (etcd), or with `defer_commit_broadcast`
+        only those getting new entries anyway, remembering the others for `flush_commit_broadcast`."""
+        if not self.defer_commit_broadcast:
+            self.bcast_append()
+            return
+        for i, _ in self.prs.visit():
+            if i != self.id and not self.maybe_send_append(i, False):
+                self.commit_unsent.add(i)
+
+    def flush_commit_broadcast(self) -> None:
+        """Send the commit index to the followers `bcast_commit` left out (a no-op if none is left or
+        this member no longer leads)."""
+        unsent, self.commit_unsent = self.commit_unsent, set()
+        if self.state != StateType.LEADER:
+            return
+        for i in unsent:
+            if i in self.prs.progress:
                 self.send_append(i)
 
     def bcast_heartbeat(self) -> None:
@@ -358,6 +389,7 @@ class Raft:
             self.prs.progress[i] = fresh
         self.pending_conf_index = 0
         self.uncommitted_size = 0
+        self.commit_unsent = set()
         self.read_only = ReadOnly(self.read_only.option)
         self.pending_read_index_messages = []
 

@@ -121,6 +121,14 @@ class RawNode:
         ents = tuple(Entry(0, 0, EntryType.NORMAL, d) for d in datas)
         r.step(Message(type=_MT.PROP, from_=r.id, entries=ents))
 
+    @property
+    def commit_broadcast_pending(self) -> bool:
+        """Whether some follower waits for `flush_commit_broadcast` to learn the commit index."""
+        return bool(self.raft.commit_unsent)
+
+    def flush_commit_broadcast(self) -> None:
+        self.raft.flush_commit_broadcast()
+
     def propose_conf_change(self, cc: ConfChange) -> None:
         e = Entry(0, 0, EntryType.CONF_CHANGE, encode_conf_change(cc))
         self.raft.step(Message(type=_MT.PROP, from_=self.raft.id, entries=(e,)))

@@ -173,6 +173,7 @@ class QuorumNode:
             max_inflight_msgs=4096 // 8,
             check_quorum=True,
             pre_vote=cfg.pre_vote,
+            defer_commit_broadcast=True,
             check_conf_change=self.membership.refusal,
         ))
         self.reads = ReadIndexRounds(

@@ -43,6 +43,10 @@ GROUP_COMMIT_TARGET = 64
 INLINE_PERSIST_MAX_ENTRIES = 8
 """Batches up to this many entries are persisted on the loop thread instead of the WAL thread."""
 
+COMMIT_BROADCAST_DELAY_S = 0.002
+"""How long a leader holds back the empty appends that only carry a new commit index (RaftConfig's
+``defer_commit_broadcast``): a writer's next append usually carries it first."""
+
 
 @dataclass(slots=True)
 class LeaderState:
@@ -99,6 +103,7 @@ class RaftDriver:
         self._retry_conf: list[ConfChange] = []
         self._pending_ticks = 0
         self._hooks: list[Callable[[RawNode], None]] = []
+        self._commit_flush: asyncio.TimerHandle | None = None
         self._stopped = False
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
         self.leader = LeaderState()
@@ -137,6 +142,10 @@ class RaftDriver:
         self._hooks.append(hook)
         self._wake.set()
 
+    def _flush_commit_broadcast(self) -> None:
+        self._commit_flush = None
+        self.call_soon(RawNode.flush_commit_broadcast)
+
     def stop(self) -> None:
         self._stopped = True
         self._wake.set()
@@ -154,6 +163,10 @@ class RaftDriver:
                 self._feed()
                 while self._raw.has_ready() and not self._stopped:
                     await self._handle_ready()
+                if self._commit_flush is None and self._raw.commit_broadcast_pending:
+                    self._commit_flush = asyncio.get_running_loop().call_later(
+                        COMMIT_BROADCAST_DELAY_S, self._flush_commit_broadcast
+                    )
         finally:
             ticker.cancel()
             self._io.shutdown(wait=True)

@@ -330,3 +330,66 @@ def test_leader_sends_at_most_max_size_per_message():
     apps = [m for m in read_messages(r) if m.type == MT.APP]
     assert len(apps) == 1
     assert 1 < len(apps[0].entries) < 10
+
+
+def _replicating_leader(defer: bool) -> Raft:
+    """A 3-member leader whose followers hold its whole log, in steady replication."""
+    r = leader_of(defer_commit_broadcast=defer)
+    li = r.log.last_index()
+    for i in (2, 3):
+        r.step(Message(from_=i, to=1, type=MT.APP_RESP, term=r.term, index=li))
+    read_messages(r)
+    return r
+
+
+def _acks(r: Raft, index: int) -> None:
+    for i in (2, 3):
+        r.step(Message(from_=i, to=1, type=MT.APP_RESP, term=r.term, index=index))
+
+
+def test_commit_is_broadcast_at_once_by_default():
+    r = _replicating_leader(defer=False)
+    r.step(Message(from_=1, to=1, type=MT.PROP, entries=(Entry(0, 0, data=b"a"),)))
+    read_messages(r)
+    _acks(r, r.log.last_index())
+    sent = read_messages(r)
+    assert r.log.committed == r.log.last_index()
+    assert sorted(m.to for m in sent if m.type == MT.APP and not m.entries) == [2, 3]
+    assert all(m.commit == r.log.committed for m in sent)
+
+
+def test_deferred_commit_broadcast_rides_on_the_next_append_or_waits_for_the_flush():
+    r = _replicating_leader(defer=True)
+    r.step(Message(from_=1, to=1, type=MT.PROP, entries=(Entry(0, 0, data=b"a"),)))
+    read_messages(r)
+    _acks(r, r.log.last_index())
+    committed = r.log.committed
+    assert committed == r.log.last_index()
+    assert read_messages(r) == []  # no empty appends yet
+    assert r.commit_unsent == {2, 3}
+    # The next proposal's appends carry the new commit index to both followers.
+    r.step(Message(from_=1, to=1, type=MT.PROP, entries=(Entry(0, 0, data=b"b"),)))
+    sent = read_messages(r)
+    assert sorted(m.to for m in sent if m.type == MT.APP and m.entries) == [2, 3]
+    assert all(m.commit == committed for m in sent)
+    assert r.commit_unsent == set()
+    r.flush_commit_broadcast()
+    assert read_messages(r) == []  # nothing left to tell
+    # Without a next proposal the flush tells them.
+    _acks(r, r.log.last_index())
+    assert read_messages(r) == []
+    r.flush_commit_broadcast()
+    sent = read_messages(r)
+    assert sorted(m.to for m in sent if m.type == MT.APP and not m.entries) == [2, 3]
+    assert all(m.commit == r.log.last_index() for m in sent)
+
+
+def test_deferred_commit_broadcast_is_dropped_when_leadership_is_lost():
+    r = _replicating_leader(defer=True)
+    r.step(Message(from_=1, to=1, type=MT.PROP, entries=(Entry(0, 0, data=b"a"),)))
+    read_messages(r)
+    _acks(r, r.log.last_index())
+    assert r.commit_unsent
+    r.become_follower(r.term + 1, 2)
+    r.flush_commit_broadcast()
+    assert r.commit_unsent == set() and read_messages(r) == []
