@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import struct
 
+import lmdb
 from google.protobuf.message import DecodeError
 
 from cluster.api import errors
@@ -71,6 +72,19 @@ class Membership:
                 self.members[_ID.unpack(key)[0]] = internal_pb2.Member.FromString(bytes(value))
             for key, _ in txn.cursor(db=self._removed_db):
                 self.removed.add(_ID.unpack(key)[0])
+
+    def record_removed(self, member_id: int) -> None:
+        """Remember that peers refused ``member_id`` (this member) as removed before it applied its own
+        removal. A restart on this data then refuses at once, as after applying it, instead of
+        rejoining only to be refused again (etcd would: it keeps no such record)."""
+        if member_id in self.removed:
+            return
+
+        def put(txn: lmdb.Transaction) -> None:
+            txn.put(_ID.pack(member_id), b"", db=self._removed_db)
+
+        self._backend.run_write(put)
+        self.removed.add(member_id)
 
     def refusal(self, cc: ConfChange) -> str | None:
         """Why etcd would refuse `cc` against the applied membership (its message), or None.

@@ -528,6 +528,10 @@ class QuorumNode:
                     extra={"local-member-id": ids.format_id(self.member_id)})
         self.removed.set()
         self.driver.stop()
+        try:
+            self.membership.record_removed(self.member_id)
+        except Exception:  # the stop matters more than the record
+            log.exception("could not record the removal in the backend")
 
     def add_apply_listener(self, listener: Callable[[BatchOutcome], None]) -> None:
         """Call `listener(outcome)` on the event loop after every applied batch, in log order, before

@@ -191,7 +191,7 @@ def test_removed_member_refuses_to_restart_with_its_old_data(closing: list[NodeP
     assert "permanently removed from the cluster" in gone.logs()
     gone.start(wait=False)
     wait_until(lambda: not gone.running, timeout=20, what="the restarted removed member to stop")
-    assert gone.proc is not None and gone.proc.returncode != 0
+    assert gone.proc is not None and gone.proc.returncode != 0, gone.current_log()[-6000:]
     assert gone.current_log().count("permanently removed from the cluster") >= 1
 
 
