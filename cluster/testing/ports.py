@@ -2,8 +2,9 @@
 
 The kernel hands out a free ephemeral port when binding to port 0; we close the socket and give the
 number to a child process. Between close and the child's bind another process could take the port, so
-callers that can should retry on "address already in use". Within one Python process a port is never
-handed out twice (several engineers' suites run in parallel on the same machine, so the small race with
+callers that can should retry on "address already in use". Within one Python process a port number is never
+handed out twice, whatever the address (a harness may pick a port on one loopback address and bind it
+on another) (several engineers' suites run in parallel on the same machine, so the small race with
 other processes remains, which is why the ephemeral range is used rather than fixed numbers).
 """
 
@@ -15,7 +16,7 @@ import threading
 LOOPBACK = "127.0.0.1"
 
 _lock = threading.Lock()
-_handed_out: set[tuple[str, int]] = set()
+_handed_out: set[int] = set()
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -25,8 +26,8 @@ def free_port(host: str = LOOPBACK) -> int:
             sock.bind((host, 0))
             port = int(sock.getsockname()[1])
         with _lock:
-            if (host, port) not in _handed_out:
-                _handed_out.add((host, port))
+            if port not in _handed_out:
+                _handed_out.add(port)
                 return port
     raise RuntimeError(f"no free port found on {host}")
 

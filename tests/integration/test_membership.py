@@ -40,6 +40,9 @@ def start_three(kind: str, *flags: str) -> list[NodeProcess]:
         node.start(wait=False)
     for node in nodes:
         node.wait_ready(timeout=60)
+    # A member is ready once its own publish is applied; the one `member list` asks may not have applied
+    # the others' yet (their names are empty until then), on etcd as on Quorum.
+    wait_until(lambda: all(r[2] for r in member_lines(nodes)), what="every member's name in member list")
     return nodes
 
 
