@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
@@ -386,6 +386,9 @@ class KVStore:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        self.before_read: Callable[[], None] | None = getattr(self, "before_read", None)
+        """Called before each :meth:`read` (the member applies entries it held back, see
+        ``QuorumNode._may_hold_apply``); kept across :meth:`reload`."""
         self._b = self._buckets()
         with backend.read() as txn:
             self._current, self._compact = _read_revs(txn, self._b.meta)
@@ -409,6 +412,8 @@ class KVStore:
 
     def read(self) -> ReadTxn:
         """A read view on a fresh snapshot; use it as a context manager (or ``close()`` it)."""
+        if self.before_read is not None:
+            self.before_read()
         return ReadTxn(self._b, self.backend.read())
 
     def range(

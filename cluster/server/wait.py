@@ -75,12 +75,18 @@ class RequestWaiters:
 class IndexWaiters:
     """Futures waiting for the applied index to reach a value (linearizable reads wait here)."""
 
-    __slots__ = ("_heap", "_seq", "applied")
+    __slots__ = ("_heap", "_seq", "applied", "on_wait")
 
     def __init__(self, applied: int = 0) -> None:
         self._heap: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
         self.applied = applied
+        self.on_wait: Callable[[], None] | None = None
+        """Called when someone starts waiting for an index not applied yet."""
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self._heap)
 
     def wait(self, index: int) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -88,6 +94,8 @@ class IndexWaiters:
             fut.set_result(None)
         else:
             heapq.heappush(self._heap, (index, next(self._seq), fut))
+            if self.on_wait is not None:
+                self.on_wait()
         return fut
 
     def advance(self, applied: int) -> None:

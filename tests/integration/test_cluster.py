@@ -23,9 +23,10 @@ HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 TIMING = ("--heartbeat-interval=50", "--election-timeout=500")
 
 
-def start_cluster(*extra: str) -> list[NodeProcess]:
+def start_cluster(*extra: str, env: dict[str, str] | None = None) -> list[NodeProcess]:
     nodes: list[NodeProcess] = [
-        QuorumProcess(name=f"m{i + 1}", host=host, flags=[*TIMING, *extra]) for i, host in enumerate(HOSTS)
+        QuorumProcess(name=f"m{i + 1}", host=host, flags=[*TIMING, *extra], env=env)
+        for i, host in enumerate(HOSTS)
     ]
     members = ",".join(f"{n.name}={n.peer_url}" for n in nodes)
     for node in nodes:
@@ -182,6 +183,51 @@ def test_restarted_member_catches_up_by_snapshot_when_log_is_compacted() -> None
             assert time.monotonic() < deadline, f"follower has {count} of 6000 keys"
             time.sleep(0.2)
         assert "applied snapshot" in follower.logs(), "catch-up should have used a database snapshot"
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def test_a_follower_holds_applies_only_while_nothing_observes_them() -> None:
+    """Followers apply committed entries in batches while no request, index wait or watcher on them
+    could see the difference (node.py `_may_hold_apply`); here the window is stretched to a minute, so
+    only what forces an apply can make the follower's state move."""
+    nodes: list[NodeProcess] = []
+    try:
+        nodes = start_cluster(env={"QUORUM_FOLLOWER_APPLY_WINDOW_MS": "60000"})
+        leader = leader_of(nodes)
+        follower = next(n for n in nodes if n is not leader)
+        with grpc.insecure_channel(leader.endpoint) as lch, grpc.insecure_channel(follower.endpoint) as fch:
+            lkv, fkv = rpc_pb2_grpc.KVStub(lch), rpc_pb2_grpc.KVStub(fch)
+            fmaint = rpc_pb2_grpc.MaintenanceStub(fch)
+            lkv.Put(rpc_pb2.PutRequest(key=b"held", value=b"1"), timeout=10)
+            put = lkv.Put(rpc_pb2.PutRequest(key=b"held", value=b"2"), timeout=10)
+            # The follower has the entries and (after the 2 ms commit broadcast) their commit...
+            time.sleep(0.3)
+            status = fmaint.Status(rpc_pb2.StatusRequest(), timeout=10)
+            leader_status = rpc_pb2_grpc.MaintenanceStub(lch).Status(rpc_pb2.StatusRequest(), timeout=10)
+            # ...but holds them: nothing on it has looked.
+            assert status.raftAppliedIndex < leader_status.raftAppliedIndex, (status, leader_status)
+            # A serializable read applies them first.
+            got = fkv.Range(rpc_pb2.RangeRequest(key=b"held", serializable=True), timeout=10)
+            assert [kv.value for kv in got.kvs] == [b"2"]
+            assert got.header.revision == put.header.revision
+            # So does a linearizable read (it waits for an index).
+            put = lkv.Put(rpc_pb2.PutRequest(key=b"held", value=b"3"), timeout=10)
+            got = fkv.Range(rpc_pb2.RangeRequest(key=b"held"), timeout=10)
+            assert [kv.value for kv in got.kvs] == [b"3"]
+            # With a watcher open on the follower nothing is held: events arrive at once.
+            watch = rpc_pb2_grpc.WatchStub(fch)
+            requests = [rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"held"))]
+            stream = watch.Watch(iter(requests), timeout=20)
+            created = next(stream)
+            assert created.created
+            started = time.monotonic()
+            put = lkv.Put(rpc_pb2.PutRequest(key=b"held", value=b"4"), timeout=10)
+            event = next(stream)
+            assert [ev.kv.value for ev in event.events] == [b"4"]
+            assert time.monotonic() - started < 5.0  # not the 60 s window
+            stream.cancel()
     finally:
         for node in nodes:
             node.close()
