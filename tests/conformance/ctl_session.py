@@ -68,6 +68,17 @@ def wait_keys(node: NodeProcess, prefix: bytes, count: int, timeout: float = 15.
     return False
 
 
+def _read_all(file: IO[bytes]) -> str:
+    """What was written to ``file`` so far, read without moving its offset.
+
+    The child writes through the same open file (a shared offset): a seek back to 0 while it runs
+    would make its next write overwrite the start of its output (seen in CI as an "elect" whose key
+    line had become its value line).
+    """
+    fd = file.fileno()
+    return os.pread(fd, os.fstat(fd).st_size, 0).decode("utf-8", "surrogateescape")
+
+
 class Background:
     """A command running in its own session, output captured to temporary files."""
 
@@ -86,8 +97,7 @@ class Background:
         self.proc.stdin.flush()
 
     def output(self) -> str:
-        self._out.seek(0)
-        return self._out.read().decode("utf-8", "surrogateescape")
+        return _read_all(self._out)
 
     def wait_output(self, lines: int, timeout: float = 15.0) -> str:
         """Wait until at least ``lines`` lines were printed (or the command ended)."""
@@ -131,8 +141,7 @@ class Background:
             self.kill()
         if self.proc.stdin is not None:
             self.proc.stdin.close()
-        self._err.seek(0)
-        return self.proc.returncode, self.output(), self._err.read().decode("utf-8", "surrogateescape")
+        return self.proc.returncode, self.output(), _read_all(self._err)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
