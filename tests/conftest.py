@@ -16,10 +16,13 @@ When a test fails, the log tail of every node still alive is attached to its rep
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Generator, Iterator, Sequence
 
+import grpc
 import pytest
 
+from cluster.api.gen.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from cluster.testing.procs import (
     FAST_ELECTION_FLAGS,
     NodeProcess,
@@ -105,6 +108,8 @@ class NodeFactory:
             node.start(wait=False)
         for node in nodes:
             node.wait_ready()
+        for node in nodes:
+            _wait_members_published(node, size)
         return nodes
 
     def close_all(self) -> None:
@@ -113,6 +118,28 @@ class NodeFactory:
             if node in _LIVE_NODES:
                 _LIVE_NODES.remove(node)
         self.nodes.clear()
+
+
+def _wait_members_published(node: NodeProcess, size: int, timeout: float = 30.0) -> None:
+    """Wait until ``node``'s member list names all ``size`` members with their client URLs.
+
+    A member is ready once its own publish applies; another member may apply it a moment later, so
+    a test reading the member list (etcdctl's output, v2 cluster-health) right after start would
+    see a member without a name or client URLs now and then, on etcd as on Quorum.
+    """
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(node.endpoint) as channel:
+        stub = rpc_pb2_grpc.ClusterStub(channel)
+        while True:
+            try:
+                members = stub.MemberList(rpc_pb2.MemberListRequest(), timeout=5).members
+                if len(members) == size and all(m.name and m.clientURLs for m in members):
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{node!r}: not every member published within {timeout:.0f} s")
+            time.sleep(0.05)
 
 
 @pytest.fixture
