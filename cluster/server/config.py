@@ -40,13 +40,14 @@ auto-compaction-retention, auth-token (simple | jwt,pub-key=,priv-key=,sign-meth
 auth-token-ttl, metrics, logger,
 log-level, log-outputs, debug, experimental-compaction-batch-limit,
 experimental-watch-progress-notify-interval, experimental-enable-lease-checkpoint(-persist),
-experimental-warning-apply-duration, unsafe-no-fsync, force-new-cluster, and Quorum's own
+experimental-warning-apply-duration, unsafe-no-fsync, force-new-cluster, backend-batch-interval (how
+long an inline apply's LMDB transaction stays open for the next ones; 10 ms when unset), and Quorum's own
 experimental-grpc-engine (quorum|grpcio: which gRPC server engine serves the client port).
 TLS flags (cert-file, key-file, client-cert-auth, trusted-ca-file, auto-tls, client-crl-file,
 peer-*, peer-cert-allowed-cn, client- and peer-cert-allowed-hostname, cipher-suites) are implemented
 (cluster/tls.py, cluster/rpc/tls.py). Accepted but not implemented: discovery, discovery-srv and friends,
 the v2 API and v2 proxy (enable-v2, proxy*, experimental-enable-v2v3), cors, host-whitelist, enable-pprof,
-enable-grpc-gateway (the JSON gateway is always on), backend-batch-*,
+enable-grpc-gateway (the JSON gateway is always on), backend-batch-limit,
 experimental-backend-bbolt-freelist-type, experimental-initial-corrupt-check,
 experimental-corrupt-check-time, log-package-levels, and etcd's long-ignored flags (-v, -vv, ...).
 """

@@ -68,12 +68,18 @@ INTERNAL_AUTH_REVISION = 2**64 - 1
 SNAPSHOT_CATCH_UP_ENTRIES = 5000
 """Entries kept in the raft log behind a snapshot so slow followers can catch up without one."""
 INLINE_APPLY_MAX_ENTRIES = 8
+"""Committed batches up to this many entries are applied on the event loop, not the apply thread."""
+DEFERRED_COMMIT_DELAY_S = 0.01
+"""How long after an inline apply its LMDB transaction stays open for the next inline applies
+(``--backend-batch-interval`` when given): one commit (one fsync, ~0.3 ms with the event loop
+blocked) then covers several batches, as etcd's backend commits bbolt every 100 ms. Any read on the
+loop commits at once (`Backend.read`)."""
 
 FOLLOWER_APPLY_WINDOW_S = float(os.environ.get("QUORUM_FOLLOWER_APPLY_WINDOW_MS", "5")) / 1000
 """Longest a follower holds committed entries back while nothing on it could observe them (the
 environment variable exists for tests, which stretch the window to see what forces an apply)."""
 FOLLOWER_APPLY_MAX_ENTRIES = 32
-"""Committed batches up to this many entries are applied on the event loop, not the apply thread."""
+"""Most entries a follower holds back that way."""
 
 
 class QuorumNode:
@@ -103,6 +109,7 @@ class QuorumNode:
         self._apply_pending: list[tuple[list[Entry], asyncio.Future[Sequence[ConfChange]]]] = []
         self._apply_running = False
         self._apply_timer: asyncio.TimerHandle | None = None
+        self._commit_timer: asyncio.TimerHandle | None = None
         self._loop_thread = threading.get_ident()
         self._apply_idle = asyncio.Event()
         self._apply_idle.set()
@@ -417,26 +424,30 @@ class QuorumNode:
             # (`_apply_running` was false) and no compaction batch runs, so no other LMDB write
             # transaction is open and this one cannot block on LMDB's writer lock.
             #
-            # Its LMDB commit (an fsync) is deferred until the responses have been written: the
-            # handlers resume in the next loop iteration and queue their responses, and the commit
-            # runs in the iteration after, behind the connections' flushes. Any read on the loop
-            # meanwhile commits it first (Backend.read), so nothing sees the state in between.
+            # Its LMDB commit (an fsync) is deferred: the responses go out first, and the next
+            # inline applies within `DEFERRED_COMMIT_DELAY_S` go on in the same transaction, so one
+            # commit covers them all. Any read on the loop meanwhile commits it first
+            # (Backend.read), so nothing sees the state in between.
             work: asyncio.Future[BatchOutcome] = loop.create_future()
             try:
                 work.set_result(self.applier.apply(entries, defer_commit=True))
             except Exception as exc:
                 work.set_exception(exc)
             self._on_applied(work, dones)
-            if self.backend.commit_pending:
-                loop.call_soon(loop.call_soon, self._commit_deferred)
+            if self.backend.commit_pending and self._commit_timer is None:
+                delay = self.cfg.backend_batch_interval or DEFERRED_COMMIT_DELAY_S
+                self._commit_timer = loop.call_later(delay, self._commit_deferred)
             return
         self._commit_deferred()  # the apply thread's write transaction would wait for it
         pending = loop.run_in_executor(self._apply_thread, self.applier.apply, entries)
         pending.add_done_callback(lambda f: self._on_applied(f, dones))
 
     def _commit_deferred(self) -> None:
-        """Commit the inline apply's deferred transaction; a failure is a failed apply (stop, as
-        etcd panics; the WAL replays the batch at restart)."""
+        """Commit the inline applies' deferred transaction; a failure is a failed apply (stop, as
+        etcd panics; the WAL replays the batches at restart)."""
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
+            self._commit_timer = None
         try:
             self.backend.commit_deferred()
         except Exception:

@@ -26,10 +26,13 @@ Deferred commit (``write(defer=True)``): the apply path may leave its transactio
 responses to the requests it applied go out before LMDB's commit fsync, as etcd answers from its
 in-memory batch before bbolt commits. This is durable because the entries are already in the WAL,
 fsync'd on a quorum, and the consistent index makes a restart replay them. Nothing may observe the
-state in between: on the thread that owns the open transaction, :meth:`Backend.read`,
+state in between: on the thread that owns the open transaction, :meth:`Backend.read`, a plain
 :meth:`Backend.write` and :meth:`Backend.commit_deferred` commit it first, so a reader on the event
 loop always sees every write whose response may have left; readers in other threads see the last
-committed state, which is self-consistent (it carries its own revision and consistent index).
+committed state, which is self-consistent (it carries its own revision and consistent index). The
+next ``write(defer=True)`` on that thread goes on in the same transaction instead (as etcd's batch
+transaction takes many applies between two bbolt commits), so the owner decides how many batches
+one commit covers (the member commits a few milliseconds after the first, `node.py`).
 
 Opening named databases needs its own write transaction in LMDB, so every bucket Quorum knows is
 created at open; :meth:`bucket` opens others lazily and must not be called inside a write transaction.
@@ -50,7 +53,9 @@ from typing import TypeVar
 
 import lmdb
 
-__all__ = ["DEFAULT_MAP_SIZE", "KNOWN_BUCKETS", "Backend", "BackendGrown", "defrag_offline"]
+__all__ = [
+    "DEFAULT_MAP_SIZE", "KNOWN_BUCKETS", "Backend", "BackendGrown", "DeferredWriteLost", "defrag_offline",
+]
 
 DEFAULT_MAP_SIZE = 64 << 30
 """Initial LMDB map size: virtual address space, not disk (8x etcd's largest suggested quota)."""
@@ -83,6 +88,11 @@ _T = TypeVar("_T")
 
 class BackendGrown(Exception):
     """A write transaction overflowed the map; the map was grown and the batch must be re-run."""
+
+
+class DeferredWriteLost(RuntimeError):
+    """A write failed inside a continued deferred transaction: batches already answered were
+    aborted with it and only a restart (WAL replay) restores them."""
 
 
 class Backend:
@@ -147,20 +157,34 @@ class Backend:
     @contextmanager
     def write(self, defer: bool = False) -> Iterator[lmdb.Transaction]:
         """One write transaction, committed (and fsync'd) on exit, aborted on error. With ``defer``,
-        a successful transaction is left open for :meth:`commit_deferred` (see the module notes)."""
-        if self._deferred is not None:
-            self.commit_deferred()
-        self._grow_if_needed()
-        txn = self._env.begin(write=True, buffers=False)
+        a successful transaction is left open for :meth:`commit_deferred` (see the module notes),
+        and the next deferred write on the same thread continues it: one commit (one fsync) then
+        covers several batches.
+
+        A failure inside a continued transaction aborts the batches already in it, whose responses
+        may have left: that raises :class:`DeferredWriteLost`, never :class:`BackendGrown` (a re-run
+        would restore only the last batch). The caller must stop, as after any failed apply; the
+        WAL replays every lost batch at restart, from the consistent index last committed."""
+        txn = self._continuable() if defer else None
+        continued = txn is not None
+        if txn is None:
+            if self._deferred is not None:
+                self.commit_deferred()
+            self._grow_if_needed()
+            txn = self._env.begin(write=True, buffers=False)
         try:
             yield txn
-        except lmdb.MapFullError:
+        except BaseException as exc:
             txn.abort()
-            self._grow(self.map_size * 2)
-            raise BackendGrown() from None
-        except BaseException:
-            txn.abort()
+            if continued:
+                self._deferred = None
+                raise DeferredWriteLost("a write failed inside a deferred transaction") from exc
+            if isinstance(exc, lmdb.MapFullError):
+                self._grow(self.map_size * 2)
+                raise BackendGrown() from None
             raise
+        if continued:
+            return
         if defer:
             self._deferred = txn
             self._deferred_owner = threading.get_ident()
@@ -170,6 +194,13 @@ class Backend:
         except lmdb.MapFullError:
             self._grow(self.map_size * 2)
             raise BackendGrown() from None
+
+    def _continuable(self) -> lmdb.Transaction | None:
+        """The deferred transaction, when this thread owns it and the map has room to go on in it."""
+        txn = self._deferred
+        if txn is None or self._deferred_owner != threading.get_ident() or self._needs_growth():
+            return None
+        return txn
 
     def _commit(self, txn: lmdb.Transaction) -> None:
         started = time.perf_counter()
@@ -204,10 +235,14 @@ class Backend:
                 continue
 
     def _grow_if_needed(self) -> None:
+        if self._needs_growth():
+            self._grow(self.map_size * 2)
+
+    def _needs_growth(self) -> bool:
+        """More than 3/4 of the map in use (no transaction can be that large in practice)."""
         info = self._env.info()
         used = (info["last_pgno"] + 1) * self._env.stat()["psize"]
-        if used * 4 > info["map_size"] * 3:
-            self._grow(info["map_size"] * 2)
+        return bool(used * 4 > info["map_size"] * 3)
 
     def _grow(self, new_size: int) -> None:
         self._env.set_mapsize(new_size)

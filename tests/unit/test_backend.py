@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from cluster.storage.backend import KNOWN_BUCKETS, Backend, BackendGrown
+from cluster.storage.backend import KNOWN_BUCKETS, Backend, BackendGrown, DeferredWriteLost
 
 
 @pytest.fixture
@@ -131,6 +132,28 @@ def _get_in_thread(be: Backend, key: bytes) -> bytes | None:
     return seen[0]
 
 
+def _runtime_errors_in_thread(fn: Callable[[], object]) -> list[RuntimeError]:
+    """Run ``fn`` in another thread; the RuntimeErrors it raised."""
+    errors: list[RuntimeError] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(5)
+    return errors
+
+
+def _deferred_put(be: Backend, key: bytes, value: bytes = b"1") -> None:
+    """One write transaction left open for ``commit_deferred`` (or continued by the next one)."""
+    with be.write(defer=True) as txn:
+        txn.put(key, value, db=be.bucket(b"kv"))
+
+
 def test_deferred_write_is_committed_by_a_read_on_its_own_thread(db_path: Path) -> None:
     with Backend(db_path, map_size=1 << 20) as be:
         kv = be.bucket(b"kv")
@@ -158,22 +181,52 @@ def test_a_write_after_a_deferred_one_commits_it_first(db_path: Path) -> None:
         assert _get_in_thread(be, b"a") == b"1" and _get_in_thread(be, b"b") == b"2"
 
 
+def test_deferred_writes_on_one_thread_share_one_commit(db_path: Path) -> None:
+    with Backend(db_path, map_size=1 << 20) as be:
+        kv = be.bucket(b"kv")
+        commits: list[float] = []
+        be.commit_observer = commits.append
+        for i in range(3):
+            with be.write(defer=True) as txn:
+                assert txn.get(b"k0", db=kv) == (b"v" if i else None)  # earlier batches are visible
+                txn.put(b"k%d" % i, b"v", db=kv)
+        assert be.commit_pending and not commits
+        assert _get_in_thread(be, b"k0") is None
+        be.commit_deferred()
+        assert len(commits) == 1
+        assert [_get_in_thread(be, b"k%d" % i) for i in range(3)] == [b"v"] * 3
+
+
+def test_a_failure_inside_a_continued_deferred_write_loses_every_batch_loudly(db_path: Path) -> None:
+    with Backend(db_path, map_size=1 << 20) as be:
+        kv = be.bucket(b"kv")
+        with be.write() as txn:
+            txn.put(b"before", b"1", db=kv)
+        _deferred_put(be, b"answered")
+        with pytest.raises(DeferredWriteLost), be.write(defer=True) as txn:
+            txn.put(b"failing", b"1", db=kv)
+            raise ValueError("apply bug")
+        assert not be.commit_pending
+        with be.read() as txn:  # both batches are gone (a restart replays them), nothing else is
+            assert [k for k, _ in txn.cursor(db=kv)] == [b"before"]
+        _deferred_put(be, b"after")  # the backend is still usable
+        be.commit_deferred()
+        assert _get_in_thread(be, b"after") == b"1"
+
+
+def test_a_deferred_write_from_another_thread_does_not_continue_the_owners(db_path: Path) -> None:
+    with Backend(db_path, map_size=1 << 20) as be:
+        _deferred_put(be, b"a")
+        errors = _runtime_errors_in_thread(lambda: _deferred_put(be, b"b"))  # may not commit the owner's
+        assert errors and be.commit_pending
+        be.commit_deferred()
+        assert _get_in_thread(be, b"a") == b"1" and _get_in_thread(be, b"b") is None
+
+
 def test_deferred_commit_survives_reopen_and_only_its_thread_may_commit(db_path: Path) -> None:
     be = Backend(db_path, map_size=1 << 20)
-    kv = be.bucket(b"kv")
-    with be.write(defer=True) as txn:
-        txn.put(b"a", b"1", db=kv)
-    errors: list[BaseException] = []
-
-    def commit_elsewhere() -> None:
-        try:
-            be.commit_deferred()
-        except RuntimeError as exc:
-            errors.append(exc)
-
-    worker = threading.Thread(target=commit_elsewhere)
-    worker.start()
-    worker.join(5)
+    _deferred_put(be, b"a")
+    errors = _runtime_errors_in_thread(be.commit_deferred)
     assert errors and be.commit_pending
     be.commit_deferred()
     be.commit_deferred()  # nothing pending: a no-op
