@@ -192,7 +192,7 @@ class QuorumNode:
             max_inflight_msgs=4096 // 8,
             check_quorum=True,
             pre_vote=cfg.pre_vote,
-            defer_commit_broadcast=False,  # see docs/architecture.md "Commit broadcast deferred"
+            defer_commit_broadcast=True,  # see docs/architecture.md "Commit broadcast deferred"
             check_conf_change=self.membership.refusal,
         ))
         self.reads = ReadIndexRounds(
