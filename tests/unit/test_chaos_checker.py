@@ -243,6 +243,21 @@ def test_resume_after_compaction_may_skip_the_compacted_revisions() -> None:
     assert not check_watches(three_puts().ops, [skipped_more], KEYSPACE).ok
 
 
+def test_a_compaction_excuses_the_gap_through_segments_that_got_no_response() -> None:
+    """Seen against real etcd (chaos seed 23): canceled by a compaction, the watch's next attempt met
+    a dead member and got nothing, and the one after resumed at the compact revision."""
+    first = WatchSegment(
+        2, (WatchResponse(0.0, (A,)), WatchResponse(1.0, (), compact_revision=4, canceled=True))
+    )
+    dead = WatchSegment(4, (), end="UNAVAILABLE")
+    then = WatchSegment(4, (WatchResponse(2.0, (C,)),))
+    resumed = WatchStream(0, b"k", b"l", False, (first, dead, then))
+    assert check_watches(three_puts().ops, [resumed], KEYSPACE).ok
+    no_compaction = WatchSegment(2, (WatchResponse(0.0, (A,)),), end="UNAVAILABLE")
+    skipped = WatchStream(0, b"k", b"l", False, (no_compaction, dead, then))
+    assert not check_watches(three_puts().ops, [skipped], KEYSPACE).ok
+
+
 def test_watch_started_late_may_resume_at_its_start_before_any_event() -> None:
     broken = WatchSegment(3, (), end="UNAVAILABLE")
     resumed = WatchSegment(3, (WatchResponse(1.0, (B,)), WatchResponse(2.0, (C,))))

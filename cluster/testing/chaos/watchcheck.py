@@ -176,9 +176,11 @@ def check_stream(watch: WatchStream, history: CommittedHistory, keyspace: tuple[
     allowed_gaps: list[tuple[int, int]] = []
     reached = 0
     serial = 0
+    compacted_to = 0  # the highest compaction any earlier segment was told of
     for s, seg in enumerate(watch.segments):
         if s and seg.start_revision > last + 1:
-            compacted_to = max((r.compact_revision for r in watch.segments[s - 1].responses), default=0)
+            # A compaction reported in any earlier segment excuses the gap below it: a segment that
+            # got no response at all (its member was down) carries the excuse on to the next one.
             if compacted_to >= seg.start_revision:
                 allowed_gaps.append((last + 1, seg.start_revision - 1))
             else:
@@ -190,6 +192,7 @@ def check_stream(watch: WatchStream, history: CommittedHistory, keyspace: tuple[
             allowed_gaps.append((0, seg.start_revision - 1))
         for resp in seg.responses:
             serial += 1
+            compacted_to = max(compacted_to, resp.compact_revision)
             if resp.progress:
                 reached = max(reached, resp.header_revision)
             for ev in resp.events:
